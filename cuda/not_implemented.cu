@@ -16,7 +16,8 @@
   X(MlaCacheWriteParams, mla_cache_write)            \
   X(SparseMlaFwdParams, sparse_mla_fwd)              \
   X(SparseMlaDecodeParams, sparse_mla_decode)        \
-  X(DenseMlaFwdParams, dense_mla_fwd)
+  X(DenseMlaFwdParams, dense_mla_fwd)                \
+  DSA_FOR_EACH_TRAINING_OP(X)
 
 namespace dsa::cuda_backend {
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "dsa/params.hpp"
+#include "dsa/training.hpp"
 
 namespace dsa {
 

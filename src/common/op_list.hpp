@@ -9,6 +9,7 @@
 #include "common/check.hpp"
 #include "dsa/numerics.hpp"
 #include "dsa/ops.hpp"
+#include "common/op_list_training.hpp"
 
 // X(Params, op_name)
 #define DSA_FOR_EACH_OP(X)                         \
@@ -24,7 +25,8 @@
   X(MlaCacheWriteParams, mla_cache_write)          \
   X(SparseMlaFwdParams, sparse_mla_fwd)            \
   X(SparseMlaDecodeParams, sparse_mla_decode)      \
-  X(DenseMlaFwdParams, dense_mla_fwd)
+  X(DenseMlaFwdParams, dense_mla_fwd)            \
+  DSA_FOR_EACH_TRAINING_OP(X)
 
 namespace dsa::detail {
 
