@@ -1,0 +1,7 @@
+// src/common/op_list_loss.hpp — the indexer loss ops' entries of DSA_FOR_EACH_OP (issue 3).
+#pragma once
+
+#include "dsa/training_loss.hpp"
+
+// X(Params, op_name)
+#define DSA_FOR_EACH_LOSS_OP(X)
