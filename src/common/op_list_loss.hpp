@@ -4,4 +4,6 @@
 #include "dsa/training_loss.hpp"
 
 // X(Params, op_name)
-#define DSA_FOR_EACH_LOSS_OP(X)
+#define DSA_FOR_EACH_LOSS_OP(X)                   \
+  X(IndexerLossDenseParams, indexer_loss_dense)   \
+  X(IndexerLossSparseParams, indexer_loss_sparse)
