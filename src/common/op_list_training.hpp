@@ -6,4 +6,7 @@
 #include "dsa/training.hpp"
 
 // X(Params, op_name)
-#define DSA_FOR_EACH_TRAINING_OP(X) DSA_FOR_EACH_LOSS_OP(X)
+#define DSA_FOR_EACH_TRAINING_OP(X)          \
+  X(SparseMlaBwdParams, sparse_mla_bwd)      \
+  X(IndexerBwdParams, indexer_bwd)           \
+  DSA_FOR_EACH_LOSS_OP(X)

@@ -1,0 +1,234 @@
+// CPU reference of OP-IDX-BWD, the indexer backward in exact mode (SPEC §8.4).
+//
+// Pass 1, one thread per query token t: gather the row's keys K [n, 128] and G values g [n]
+// (dense: columns [ks, ke); sparse: the valid grad_indices slots, duplicates kept), then
+//   Z = Q_t·Kᵀ [h, n],  dw = ReLU(Z)·g,  dZ = (g·w)·1[Z > 0],  dQ = dZ·K,
+// then dw_raw = dw·2⁻³·fl32(128^-0.5), and dQ → scaled Hadamard (optional) → RoPE by −θ.
+// Pass 2, one thread per range of key rows (deterministic, no atomics): each key row s sums
+// dZᵀ·Q_t over the queries that use it, in (t, slot) order, recomputing z; then the same transforms
+// with the key's position. Results do not depend on the thread count.
+#include <Eigen/Core>
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "common/op_list.hpp"
+#include "common/parallel.hpp"
+#include "reference/access.hpp"
+
+namespace dsa::detail {
+namespace {
+
+template <typename Acc>
+using Mat = Eigen::Matrix<Acc, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename Acc>
+using Vec = Eigen::Matrix<Acc, Eigen::Dynamic, 1>;
+
+constexpr int kDim = kIndexerDim;        // 128
+constexpr int kHalf = kIndexerRopeDim / 2;  // 32 rotation pairs (i, i + 32) on dims [0, 64)
+
+// The transpose of the forward's q/k transform, applied to one 128-d gradient row in place:
+// scaled Hadamard (symmetric: H/√128 with the same fp32 scale as the forward), then RoPE by −θ.
+template <typename Acc>
+void transform_back(Acc* g, bool hadamard, const TensorView& cos_t, const TensorView& sin_t, int64_t pos) {
+  if (hadamard) {
+    for (int h = 1; h < kDim; h *= 2)
+      for (int i = 0; i < kDim; i += 2 * h)
+        for (int j = i; j < i + h; ++j) {
+          const Acc u = g[j], w = g[j + h];
+          g[j] = u + w;
+          g[j + h] = u - w;
+        }
+    const Acc scale = static_cast<Acc>(kIndexerInvSqrtDim);
+    for (int i = 0; i < kDim; ++i) g[i] = g[i] * scale;
+  }
+  // Forward: ya = a·c − b·s, yb = a·s + b·c. Backward (Rᵀ): da = ya·c + yb·s, db = yb·c − ya·s.
+  for (int i = 0; i < kHalf; ++i) {
+    const Acc c = static_cast<Acc>(at<float>(cos_t, pos, i));
+    const Acc s = static_cast<Acc>(at<float>(sin_t, pos, i));
+    const Acc ya = g[i], yb = g[i + kHalf];
+    const Acc ac = ya * c, bs = yb * s, as = ya * s, bc = yb * c;
+    g[i] = ac + bs;
+    g[i + kHalf] = bc - as;
+  }
+}
+
+std::string range_error(const char* what, int64_t row, int64_t v, const char* rule) {
+  return "indexer_bwd: " + std::string(what) + "[" + std::to_string(row) + "] = " + std::to_string(v) + " " + rule;
+}
+
+template <typename Acc>
+Status bwd(const IndexerBwdParams& p) {
+  const int64_t s_q = p.q.shape[0], h = p.q.shape[1], s_kv = p.k.shape[0];
+  const int64_t max_pos = p.rope_cos.shape[0];
+  const bool sparse = p.grad_indices.present();
+  const int64_t k_sel = sparse ? p.grad_indices.shape[1] : 0;
+
+  // Values first: nothing is written when a value is rejected.
+  for (int64_t t = 0; t < s_q; ++t) {
+    const int32_t pos = at<int32_t>(p.q_positions, t);
+    if (pos < 0 || pos >= max_pos)
+      return Status(StatusCode::kInvalidArgument,
+                    range_error("q_positions", t, pos, ("is out of range [0, max_pos = " + std::to_string(max_pos) + ")").c_str()));
+    if (sparse) continue;
+    const int64_t ks = p.ks.present() ? at<int32_t>(p.ks, t) : 0;
+    const int64_t ke = p.ke.present() ? at<int32_t>(p.ke, t) : s_kv;
+    if (ks < 0 || ks > s_kv)
+      return Status(StatusCode::kInvalidArgument,
+                    range_error("ks", t, ks, ("is out of range [0, s_kv = " + std::to_string(s_kv) + "]").c_str()));
+    if (ke < ks || ke > s_kv)
+      return Status(StatusCode::kInvalidArgument,
+                    range_error("ke", t, ke, ("is out of range [ks = " + std::to_string(ks) + ", s_kv = " +
+                                              std::to_string(s_kv) + "]").c_str()));
+  }
+  for (int64_t s = 0; s < s_kv; ++s) {
+    const int32_t pos = at<int32_t>(p.k_positions, s);
+    if (pos < 0 || pos >= max_pos)
+      return Status(StatusCode::kInvalidArgument,
+                    range_error("k_positions", s, pos, ("is out of range [0, max_pos = " + std::to_string(max_pos) + ")").c_str()));
+  }
+  auto row_range = [&](int64_t t, int64_t* ks, int64_t* ke) {
+    *ks = p.ks.present() ? at<int32_t>(p.ks, t) : 0;
+    *ke = p.ke.present() ? at<int32_t>(p.ke, t) : s_kv;
+  };
+  auto load_q = [&](int64_t t, Mat<Acc>& Q) {
+    for (int64_t j = 0; j < h; ++j)
+      for (int d = 0; d < kDim; ++d) Q(j, d) = load_float(p.q, offset(p.q, t, j, d));
+  };
+  const Acc fold = static_cast<Acc>(0.125f) * static_cast<Acc>(kIndexerInvSqrtDim);  // exact product
+
+  // ---- pass 1: dw_raw and dq_raw, one token per thread --------------------------------------
+  parallel_for(s_q, 1, [&](int64_t t0, int64_t t1) {
+    Mat<Acc> Q(h, kDim), K, Z, dQ;
+    Vec<Acc> g, w(h), dw;
+    std::vector<int64_t> cols;
+    Acc row[kDim];
+    for (int64_t t = t0; t < t1; ++t) {
+      cols.clear();
+      std::vector<Acc> gv;
+      if (sparse) {
+        for (int64_t i = 0; i < k_sel; ++i) {
+          const int32_t c = at<int32_t>(p.grad_indices, t, i);
+          if (c < 0 || c >= s_kv) continue;
+          cols.push_back(c);
+          gv.push_back(static_cast<Acc>(at<float>(p.grad, t, i)));
+        }
+      } else {
+        int64_t ks, ke;
+        row_range(t, &ks, &ke);
+        for (int64_t c = ks; c < ke; ++c) {
+          cols.push_back(c);
+          gv.push_back(static_cast<Acc>(at<float>(p.grad, t, c)));
+        }
+      }
+      const int64_t n = static_cast<int64_t>(cols.size());
+      load_q(t, Q);
+      for (int64_t j = 0; j < h; ++j) w(j) = at<float>(p.weights, t, j);
+      K.resize(n, kDim);
+      g.resize(n);
+      for (int64_t i = 0; i < n; ++i) {
+        g(i) = gv[i];
+        for (int d = 0; d < kDim; ++d) K(i, d) = load_float(p.k, offset(p.k, cols[i], d));
+      }
+      Z.noalias() = Q * K.transpose();  // [h, n]
+      dw.setZero(h);
+      for (int64_t j = 0; j < h; ++j) {
+        Acc sum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const Acc z = Z(j, i);
+          sum += g(i) * (z > 0 ? z : Acc(0));
+          Z(j, i) = z > 0 ? g(i) * w(j) : Acc(0);  // Z now holds dZ (ReLU′(0) = 0)
+        }
+        dw(j) = sum;
+      }
+      dQ.noalias() = Z * K;  // [h, 128]
+      const int64_t pos = at<int32_t>(p.q_positions, t);
+      for (int64_t j = 0; j < h; ++j) {
+        store_float(p.dw_raw, offset(p.dw_raw, t, j), static_cast<float>(dw(j) * fold));
+        for (int d = 0; d < kDim; ++d) row[d] = dQ(j, d);
+        transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, pos);
+        for (int d = 0; d < kDim; ++d) store_float(p.dq_raw, offset(p.dq_raw, t, j, d), static_cast<float>(row[d]));
+      }
+    }
+  });
+
+  // ---- pass 2: dk_raw, one range of key rows per thread --------------------------------------
+  // Sparse form: the (t, slot) pairs of each key, in (t, slot) order (counting sort, stable).
+  std::vector<int64_t> start, entries;
+  if (sparse) {
+    start.assign(static_cast<size_t>(s_kv + 1), 0);
+    for (int64_t t = 0; t < s_q; ++t)
+      for (int64_t i = 0; i < k_sel; ++i) {
+        const int32_t c = at<int32_t>(p.grad_indices, t, i);
+        if (c >= 0 && c < s_kv) ++start[c + 1];
+      }
+    for (int64_t s = 0; s < s_kv; ++s) start[s + 1] += start[s];
+    entries.resize(static_cast<size_t>(start[s_kv]));
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t t = 0; t < s_q; ++t)
+      for (int64_t i = 0; i < k_sel; ++i) {
+        const int32_t c = at<int32_t>(p.grad_indices, t, i);
+        if (c >= 0 && c < s_kv) entries[fill[c]++] = t * k_sel + i;
+      }
+  }
+  constexpr int64_t kKeyBlock = 64;  // fixed: results do not depend on it either
+  const int64_t key_blocks = (s_kv + kKeyBlock - 1) / kKeyBlock;
+  parallel_for(key_blocks, 1, [&](int64_t kb0, int64_t kb1) {
+    Mat<Acc> Q(h, kDim), K, Z, dK(kKeyBlock, kDim);
+    Vec<Acc> w(h);
+    Acc row[kDim];
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      const int64_t s0 = kb * kKeyBlock, s1 = std::min(s_kv, s0 + kKeyBlock), m = s1 - s0;
+      dK.setZero();
+      if (sparse) {
+        K.resize(1, kDim);
+        for (int64_t s = s0; s < s1; ++s) {
+          if (start[s] == start[s + 1]) continue;
+          for (int d = 0; d < kDim; ++d) K(0, d) = load_float(p.k, offset(p.k, s, d));
+          for (int64_t e = start[s]; e < start[s + 1]; ++e) {
+            const int64_t t = entries[e] / k_sel, i = entries[e] % k_sel;
+            const Acc g = at<float>(p.grad, t, i);
+            load_q(t, Q);
+            Z.noalias() = Q * K.transpose();  // [h, 1]
+            for (int64_t j = 0; j < h; ++j)
+              Z(j, 0) = Z(j, 0) > 0 ? g * static_cast<Acc>(at<float>(p.weights, t, j)) : Acc(0);
+            dK.row(s - s0).noalias() += Z.transpose() * Q;
+          }
+        }
+      } else {
+        K.resize(m, kDim);
+        for (int64_t s = s0; s < s1; ++s)
+          for (int d = 0; d < kDim; ++d) K(s - s0, d) = load_float(p.k, offset(p.k, s, d));
+        for (int64_t t = 0; t < s_q; ++t) {
+          int64_t ks, ke;
+          row_range(t, &ks, &ke);
+          const int64_t lo = std::max(ks, s0), hi = std::min(ke, s1);
+          if (lo >= hi) continue;
+          load_q(t, Q);
+          for (int64_t j = 0; j < h; ++j) w(j) = at<float>(p.weights, t, j);
+          Z.noalias() = Q * K.middleRows(lo - s0, hi - lo).transpose();  // [h, hi − lo]
+          for (int64_t j = 0; j < h; ++j)
+            for (int64_t i = 0; i < hi - lo; ++i) {
+              const Acc g = at<float>(p.grad, t, lo + i);
+              Z(j, i) = Z(j, i) > 0 ? g * w(j) : Acc(0);
+            }
+          dK.middleRows(lo - s0, hi - lo).noalias() += Z.transpose() * Q;
+        }
+      }
+      for (int64_t s = s0; s < s1; ++s) {
+        for (int d = 0; d < kDim; ++d) row[d] = dK(s - s0, d);
+        transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, at<int32_t>(p.k_positions, s));
+        for (int d = 0; d < kDim; ++d) store_float(p.dk_raw, offset(p.dk_raw, s, d), static_cast<float>(row[d]));
+      }
+    }
+  });
+  return Status();
+}
+
+}  // namespace
+
+Status reference(const IndexerBwdParams& p, Accum accum) {
+  return accum == Accum::kF64 ? bwd<double>(p) : bwd<float>(p);
+}
+
+}  // namespace dsa::detail
