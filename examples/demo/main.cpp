@@ -221,7 +221,7 @@ std::string rate_per_s(double n, double s, const char* unit) {
 }
 
 void print_table(bool cuda_column) {
-  std::printf("\n%-22s | %-9s | %-16s | %-9s %-9s %-9s | %s\n", "stage", "CPU time", "CPU rate",
+  std::printf("\n%-22s | %-9s | %-24s | %-9s %-9s %-9s | %s\n", "stage", "CPU time", "CPU rate",
               "max abs", "rel-L2", "cos_diff", "CPU status");
   std::printf("%s\n", std::string(22 + 3 + 9 + 3 + 24 + 3 + 29 + 3 + 12, '-').c_str());
   for (const Row& r : g_rows) {
