@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
 #include "support/random.hpp"
 
@@ -780,4 +781,48 @@ TEST_CASE("bad input is rejected naming the argument, outputs untouched", "[inde
       expect_failure(run(p), sc.code, "indexer_loss_sparse", sc.needle, o);
     }
   }
+}
+
+TEST_CASE("C ABI: same results as the C++ API, errors reported", "[indexer_loss][c_abi]") {
+  test::Rng rng(113);
+  Problem P = make_problem(rng, {12, 12, 2, 8, 3, 8}, DType::kBF16, DType::kBF16, true);
+  const Outputs cpp = run_op(P, dense_params, Accum::kF32, DType::kF32, LossReduction::kMean, 0.5f);
+  Outputs o;
+  o.alloc(P.sh, DType::kF32);
+  const IndexerLossDenseParams p = dense_params(P, o);
+  dsa_indexer_loss_dense_params c;
+  REQUIRE(dsa_indexer_loss_dense_params_init(&c) == DSA_STATUS_OK);
+  CHECK(c.reduction == DSA_LOSS_REDUCTION_SUM);
+  CHECK(c.coefficient == 1.0f);
+  auto tv = [](const TensorView& v) {
+    dsa_tensor t;
+    std::memcpy(&t, &v, sizeof t);
+    return t;
+  };
+  c.q = tv(p.q), c.kv = tv(p.kv), c.lse = tv(p.lse), c.sm_scale = p.sm_scale;
+  c.q_idx = tv(p.q_idx), c.k_idx = tv(p.k_idx), c.weights = tv(p.weights), c.ks = tv(p.ks), c.ke = tv(p.ke);
+  c.reduction = DSA_LOSS_REDUCTION_MEAN, c.coefficient = 0.5f;
+  c.loss = tv(p.loss), c.row_kl = tv(p.row_kl), c.dq_idx = tv(p.dq_idx), c.dk_idx = tv(p.dk_idx), c.dweights = tv(p.dweights);
+  REQUIRE(dsa_indexer_loss_dense_supports(&c) == DSA_STATUS_OK);
+  REQUIRE(dsa_indexer_loss_dense_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+  CHECK(o.bitwise_equal(cpp));
+  o.poison();
+  c.sm_scale = 0.0f;
+  CHECK(dsa_indexer_loss_dense_run_reference(&c, DSA_ACCUM_F64) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("sm_scale") != std::string::npos);
+  CHECK(o.untouched());
+  // Sparse: the reserved teacher is refused with NOT_IMPLEMENTED.
+  dsa_indexer_loss_sparse_params sc;
+  REQUIRE(dsa_indexer_loss_sparse_params_init(&sc) == DSA_STATUS_OK);
+  CHECK(sc.teacher == DSA_SPARSE_TEACHER_SPARSE_HEAD_MEAN);
+  make_sparse(rng, P, 5, false);
+  IndexerLossSparseParams sp = sparse_params(P, o);
+  sc.q = tv(sp.q), sc.kv = tv(sp.kv), sc.lse = tv(sp.lse), sc.sm_scale = sp.sm_scale;
+  sc.indices = tv(sp.indices), sc.q_idx = tv(sp.q_idx), sc.k_idx = tv(sp.k_idx), sc.weights = tv(sp.weights);
+  sc.loss = tv(sp.loss);
+  sc.teacher = DSA_SPARSE_TEACHER_DENSE_RENORMALIZED;
+  CHECK(dsa_indexer_loss_sparse_run(&sc, nullptr, 0, nullptr) == DSA_STATUS_NOT_IMPLEMENTED);
+  sc.teacher = DSA_SPARSE_TEACHER_SPARSE_HEAD_MEAN;
+  REQUIRE(dsa_indexer_loss_sparse_run(&sc, nullptr, 0, nullptr) == DSA_STATUS_OK);
+  CHECK(std::abs(o.loss.values()[0] - oracle(P).loss) <= 2e-4 * oracle(P).loss_scale);
 }
