@@ -5,15 +5,8 @@
 
 #define DSA_CUDA_NOT_YET(X)                          \
   X(RopeTableParams, rope_table)                     \
-  X(RopeParams, rope)                                \
-  X(HadamardParams, hadamard)                        \
-  X(QuantizeParams, quantize)                        \
-  X(DequantizeParams, dequantize)                    \
-  X(IndexerPrepParams, indexer_prep)                 \
   X(IndexerLogitsParams, indexer_logits)             \
   X(IndexerPagedLogitsParams, indexer_paged_logits)  \
-  X(TopKParams, topk)                                \
-  X(MlaCacheWriteParams, mla_cache_write)            \
   X(SparseMlaFwdParams, sparse_mla_fwd)              \
   X(SparseMlaDecodeParams, sparse_mla_decode)        \
   X(DenseMlaFwdParams, dense_mla_fwd)                \

@@ -1,0 +1,325 @@
+// CUDA OP-TOPK (SPEC §5, D7): exact, deterministic top-k per row, bitwise equal to the CPU
+// reference on identical scores.
+//
+// Order. Each valid score (not NaN, not −∞) maps to an order-preserving uint32 key (−0 is mapped
+// to +0 first, so the two zeros tie, as they compare equal in fp32); invalid scores get key 0,
+// below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
+// (key descending, column ascending); +∞ ranks highest.
+//
+// Algorithm, one 512-thread block per row, for any k:
+//   1. count the valid entries of [ks, ke): k_eff = min(k, |V|);
+//   2. the output is produced in segments of 2048 ranks [lo, hi). For each segment, a radix select
+//      (4 passes of 8 bits, block-wide shared histograms) finds the cut of rank hi: the threshold
+//      key T and the number m of entries equal to T that belong to the top hi (the rest of the top
+//      hi is every key > T). "Ties go to the lowest columns", so the top-hi set is
+//      {key > T} ∪ {the first m columns with key == T};
+//   3. a collect pass walks the row in column order, 2048 columns at a time (4 consecutive columns
+//      per thread), and uses block-wide exclusive scans to give every tied entry its rank among the
+//      ties — no atomics decide membership — and every taken entry (in top-hi, not in top-lo) a
+//      unique slot of a 2048-entry shared buffer of composite keys (key << 32 | ~column);
+//   4. cub::BlockRadixSort sorts the buffer descending (composites are unique, so the order is
+//      the total order above and independent of slot assignment) and writes ranks [lo, hi).
+// sorted = false gives the reference's unsorted order, ascending column: one cut of rank k_eff and
+// one collect pass that writes each winner at its scan position.
+// There is no candidate buffer that can overflow: a segment holds exactly hi − lo ≤ 2048 entries
+// by construction, whatever the ties. Rows past 2^31 − 1 columns are rejected by supports().
+//
+// Bad values cannot be reported without a host synchronization: ks and ke are clamped to
+// [0, cols] (ke ≥ ks); in the paged-slot domain, a column whose page lies outside block_table
+// gives −1 (the CPU reference rejects such calls).
+#include <cub/block/block_radix_sort.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "common/cuda_common.cuh"
+#include "common/op_list.hpp"
+
+namespace dsa::cuda_backend {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kItems = 4;
+constexpr int kTile = kThreads * kItems;  // columns per collect step = ranks per segment
+
+struct TopKArgs {
+  const float* scores;
+  int64_t sc_s0;
+  int64_t rows, cols;
+  const int32_t* ks;
+  int64_t ks_s0;
+  const int32_t* ke;
+  int64_t ke_s0;
+  int32_t* idx;
+  int64_t idx_s0;
+  int64_t k;
+  float* osc;
+  int64_t osc_s0;
+  int32_t* keff;
+  int64_t keff_s0;
+  int32_t domain;
+  const int32_t* bt;
+  int64_t bt_s0, bt_rows, bt_cols;
+  int64_t rows_per_batch, P;
+  bool sorted;
+};
+
+__device__ __forceinline__ uint32_t score_key(float f) {
+  uint32_t u = __float_as_uint(f);
+  if (f != f || u == 0xff800000u) return 0u;  // NaN or −∞: not valid
+  if (u == 0x80000000u) u = 0u;               // −0 ties +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+using BlockScanU64 = cub::BlockScan<unsigned long long, kThreads>;
+using BlockScanI = cub::BlockScan<int, kThreads>;
+using BlockSort = cub::BlockRadixSort<unsigned long long, kThreads, kItems>;
+
+struct Smem {
+  union {
+    typename BlockScanU64::TempStorage scan64;
+    typename BlockScanI::TempStorage scan32;
+    typename BlockSort::TempStorage sort;
+  } tmp;
+  unsigned long long buf[kTile];
+  int hist[256];
+  int valid;
+  uint32_t sel_prefix;
+  int sel_need;
+};
+
+// The cut of rank R (1 ≤ R ≤ |V|): T = the R-th largest key, m = how many entries equal to T are in
+// the top R. Every thread returns the same values.
+__device__ void select_cut(const float* row, int n, int R, Smem& sm, uint32_t* T, int* m) {
+  uint32_t prefix = 0u, mask = 0u;
+  int need = R;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0;
+    __syncthreads();
+    for (int c = threadIdx.x; c < n; c += kThreads) {
+      const uint32_t key = score_key(row[c]);
+      if (key != 0u && (key & mask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int cum = 0, d = 255;
+      for (; d > 0; --d) {
+        if (cum + sm.hist[d] >= need) break;
+        cum += sm.hist[d];
+      }
+      sm.sel_prefix = prefix | (static_cast<uint32_t>(d) << shift);
+      sm.sel_need = need - cum;
+    }
+    __syncthreads();
+    prefix = sm.sel_prefix;
+    need = sm.sel_need;
+    mask |= 255u << shift;
+  }
+  *T = prefix;
+  *m = need;
+}
+
+// The collect pass: walks the row in column order, kTile columns at a time (kItems consecutive
+// columns per thread), and calls sink(slot, key, column) for every entry of top-hi that is not in
+// top-lo (the cuts of select_cut; has_lo = false: top-lo is empty). Ranks among ties and slots come
+// from block-wide exclusive scans in column order, so they are deterministic; slot counts from 0
+// in column order. Returns the number of entries taken (every thread gets it).
+template <class Sink>
+__device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int m_lo, uint32_t t_hi, int m_hi,
+                       Smem& sm, Sink&& sink) {
+  const int tid = threadIdx.x;
+  int run_lo = 0, run_hi = 0, run_take = 0;
+  for (int base = 0; base < n; base += kTile) {
+    uint32_t keys[kItems];
+    int eq_lo = 0, eq_hi = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int64_t c = static_cast<int64_t>(base) + tid * kItems + i;
+      keys[i] = c < n ? score_key(row[c]) : 0u;
+      eq_lo += has_lo && keys[i] == t_lo;
+      eq_hi += keys[i] == t_hi;
+    }
+    unsigned long long pre, agg;
+    BlockScanU64(sm.tmp.scan64)
+        .ExclusiveSum((static_cast<unsigned long long>(eq_lo) << 32) | static_cast<unsigned>(eq_hi), pre, agg);
+    __syncthreads();
+    int rank_lo = run_lo + static_cast<int>(pre >> 32);
+    int rank_hi = run_hi + static_cast<int>(pre & 0xffffffffu);
+    bool take[kItems];
+    int takes = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const uint32_t key = keys[i];
+      bool in_hi = key > t_hi, in_lo = has_lo && key > t_lo;
+      if (key == t_hi) in_hi = rank_hi++ < m_hi;
+      if (has_lo && key == t_lo) in_lo = rank_lo++ < m_lo;
+      take[i] = key != 0u && in_hi && !in_lo;
+      takes += take[i];
+    }
+    int slot, total;
+    BlockScanI(sm.tmp.scan32).ExclusiveSum(takes, slot, total);
+    __syncthreads();
+    slot += run_take;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (!take[i]) continue;
+      sink(slot, keys[i], base + tid * kItems + i);
+      ++slot;
+    }
+    run_lo += static_cast<int>(agg >> 32);
+    run_hi += static_cast<int>(agg & 0xffffffffu);
+    run_take += total;
+  }
+  return run_take;
+}
+
+__device__ __forceinline__ int32_t to_domain(const TopKArgs& a, int64_t r, int64_t ks, int64_t c_rel) {
+  if (a.domain == static_cast<int32_t>(IndexDomain::kRelative)) return static_cast<int32_t>(c_rel);
+  if (a.domain == static_cast<int32_t>(IndexDomain::kPagedSlot)) {
+    const int64_t b = r / a.rows_per_batch, page = c_rel / a.P;
+    if (b >= a.bt_rows || page >= a.bt_cols) return -1;
+    return static_cast<int32_t>(static_cast<int64_t>(a.bt[b * a.bt_s0 + page]) * a.P + c_rel % a.P);
+  }
+  return static_cast<int32_t>(ks + c_rel);
+}
+
+__global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ TopKArgs a) {
+  __shared__ Smem sm;
+  const int tid = threadIdx.x;
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    int64_t ks = a.ks ? a.ks[r * a.ks_s0] : 0;
+    int64_t ke = a.ke ? a.ke[r * a.ke_s0] : a.cols;
+    ks = ks < 0 ? 0 : (ks > a.cols ? a.cols : ks);
+    ke = ke < ks ? ks : (ke > a.cols ? a.cols : ke);
+    const int n = static_cast<int>(ke - ks);
+    const float* row = a.scores + r * a.sc_s0 + ks;
+
+    // 1. Valid count.
+    if (tid == 0) sm.valid = 0;
+    __syncthreads();
+    int local = 0;
+    for (int c = tid; c < n; c += kThreads) local += score_key(row[c]) != 0u;
+    if (local) atomicAdd(&sm.valid, local);
+    __syncthreads();
+    const int64_t keff = a.k < sm.valid ? a.k : sm.valid;
+    __syncthreads();  // sm.valid is rewritten for the next row
+
+    if (!a.sorted) {
+      // Unsorted (the reference's order: ascending column): one cut of rank k_eff, then the
+      // collect pass writes each winner straight to its scan position.
+      if (keff > 0) {
+        uint32_t t_hi;
+        int m_hi;
+        select_cut(row, n, static_cast<int>(keff), sm, &t_hi, &m_hi);
+        collect(row, n, false, 0u, 0, t_hi, m_hi, sm, [&](int slot, uint32_t, int c) {
+          a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
+          if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
+        });
+      }
+    } else {
+      // 2–4. Segments of ranks [lo, hi).
+      bool has_lo = false;
+      uint32_t t_lo = 0u;
+      int m_lo = 0;
+      for (int64_t lo = 0; lo < keff; lo += kTile) {
+        const int hi = static_cast<int>(lo + kTile < keff ? lo + kTile : keff);
+        uint32_t t_hi;
+        int m_hi;
+        select_cut(row, n, hi, sm, &t_hi, &m_hi);
+        const int taken = collect(row, n, has_lo, t_lo, m_lo, t_hi, m_hi, sm, [&](int slot, uint32_t key, int c) {
+          if (slot < kTile)
+            sm.buf[slot] = (static_cast<unsigned long long>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(c));
+        });
+        for (int i = taken + tid; i < kTile; i += kThreads) sm.buf[i] = 0ull;  // below every entry
+        __syncthreads();
+        unsigned long long comp[kItems];
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) comp[i] = sm.buf[tid * kItems + i];
+        __syncthreads();
+        BlockSort(sm.tmp.sort).SortDescending(comp);
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const int64_t pos = lo + tid * kItems + i;
+          if (pos >= hi) continue;
+          const int c = static_cast<int>(0xffffffffu - static_cast<uint32_t>(comp[i] & 0xffffffffu));
+          a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
+          if (a.osc) a.osc[r * a.osc_s0 + pos] = row[c];
+        }
+        has_lo = true;
+        t_lo = t_hi;
+        m_lo = m_hi;
+      }
+    }
+
+    // Padding and k_eff.
+    for (int64_t pos = keff + tid; pos < a.k; pos += kThreads) {
+      a.idx[r * a.idx_s0 + pos] = -1;
+      if (a.osc) a.osc[r * a.osc_s0 + pos] = __uint_as_float(0xff800000u);
+    }
+    if (a.keff && tid == 0) a.keff[r * a.keff_s0] = static_cast<int32_t>(keff);
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+Status supports(const TopKParams& p) {
+  if (p.scores.shape[1] > 0x7fffffffLL)
+    return Status(StatusCode::kUnsupportedShape,
+                  "topk: scores.shape[1] = " + std::to_string(p.scores.shape[1]) +
+                      " exceeds 2^31 - 1 columns (int32 indices)");
+  if (p.domain == IndexDomain::kPagedSlot && (p.rows_per_batch <= 0 || p.page_block_size <= 0))
+    return Status(StatusCode::kInvalidArgument,
+                  "topk: rows_per_batch = " + std::to_string(p.rows_per_batch) + " and page_block_size = " +
+                      std::to_string(p.page_block_size) + " must be positive in the paged-slot domain");
+  if (p.domain == IndexDomain::kPagedSlot && !p.block_table.present())
+    return Status(StatusCode::kNullPointer, "topk: block_table is required in the paged-slot domain");
+  return Status();
+}
+
+size_t workspace_size(const TopKParams&) { return 0; }
+
+Status run(const TopKParams& p, void*, size_t, Stream stream) {
+  Status s = cuda_backend::supports(p);
+  if (!s.ok()) return s;
+  TopKArgs a{};
+  a.scores = static_cast<const float*>(p.scores.data);
+  a.sc_s0 = p.scores.stride[0];
+  a.rows = p.scores.shape[0];
+  a.cols = p.scores.shape[1];
+  if (p.ks.present()) {
+    a.ks = static_cast<const int32_t*>(p.ks.data);
+    a.ks_s0 = p.ks.stride[0];
+  }
+  if (p.ke.present()) {
+    a.ke = static_cast<const int32_t*>(p.ke.data);
+    a.ke_s0 = p.ke.stride[0];
+  }
+  a.idx = static_cast<int32_t*>(p.indices.data);
+  a.idx_s0 = p.indices.stride[0];
+  a.k = p.indices.shape[1];
+  if (p.out_scores.present()) {
+    a.osc = static_cast<float*>(p.out_scores.data);
+    a.osc_s0 = p.out_scores.stride[0];
+  }
+  if (p.k_eff.present()) {
+    a.keff = static_cast<int32_t*>(p.k_eff.data);
+    a.keff_s0 = p.k_eff.stride[0];
+  }
+  a.domain = static_cast<int32_t>(p.domain);
+  a.sorted = p.sorted;
+  if (p.domain == IndexDomain::kPagedSlot) {
+    a.bt = static_cast<const int32_t*>(p.block_table.data);
+    a.bt_s0 = p.block_table.stride[0];
+    a.bt_rows = p.block_table.shape[0];
+    a.bt_cols = p.block_table.shape[1];
+    a.rows_per_batch = p.rows_per_batch;
+    a.P = p.page_block_size;
+  }
+  if (a.rows == 0) return Status();
+  topk_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 0, stream>>>(a);
+  return cuda::launch_status("topk", "topk_kernel");
+}
+
+}  // namespace dsa::cuda_backend

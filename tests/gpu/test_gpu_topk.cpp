@@ -1,0 +1,317 @@
+// GPU tests of OP-TOPK (SPEC §5, D7): the CUDA path against a full-sort oracle written here (score
+// descending, column ascending; −0 == +0; NaN and −∞ invalid; +∞ highest; −1 / −∞ padding) and,
+// bitwise, against the CPU reference on the same scores — indices, out_scores and k_eff — on heavy
+// exact-zero plateaus, all-equal rows, ±∞/NaN, ragged and empty ranges, k > |valid|, k > 2048 with
+// plateaus across the 2048-rank segments, 128K-wide rows, values differing in the low bits, every
+// index domain and the unsorted order. Outputs start poisoned; reruns and row subsets are bitwise
+// identical (determinism, batch invariance).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "dsa/dsa.hpp"
+#include "gpu/gpu_util.hpp"
+#include "support/random.hpp"
+
+using namespace dsa;
+using dsa::test::Mirror;
+using dsa::test::require_same_bytes;
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct TopKCase {
+  const char* name = "";
+  int64_t rows = 0, cols = 0, stride = 0, k = 0;
+  std::vector<float> scores;       // rows × stride
+  std::vector<int32_t> ks, ke;     // empty: absent
+  IndexDomain domain = IndexDomain::kAbsolute;
+  std::vector<int32_t> bt;         // block_table, bt_rows × bt_cols
+  int64_t bt_rows = 0, bt_cols = 0;
+  int32_t rows_per_batch = 1, P = 64;
+  bool sorted = true, with_scores = true, with_keff = true;
+};
+
+// The oracle: every valid entry of the row range, fully sorted by the D7 total order.
+void oracle(const TopKCase& c, std::vector<int32_t>* idx, std::vector<float>* sc, std::vector<int32_t>* keff) {
+  idx->assign(c.rows * c.k, -1);
+  sc->assign(c.rows * c.k, -kInf);
+  keff->assign(c.rows, 0);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    const int64_t ks = c.ks.empty() ? 0 : c.ks[r], ke = c.ke.empty() ? c.cols : c.ke[r];
+    std::vector<std::pair<float, int32_t>> v;
+    for (int64_t col = ks; col < ke; ++col) {
+      const float s = c.scores[r * c.stride + col];
+      if (std::isnan(s) || s == -kInf) continue;
+      v.emplace_back(s, static_cast<int32_t>(col));
+    }
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    const int64_t n = std::min<int64_t>(c.k, v.size());
+    if (!c.sorted) std::sort(v.begin(), v.begin() + n, [](const auto& a, const auto& b) { return a.second < b.second; });
+    (*keff)[r] = static_cast<int32_t>(n);
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t col = v[i].second;
+      const int64_t rel = col - ks;
+      if (c.domain == IndexDomain::kRelative) col = static_cast<int32_t>(rel);
+      if (c.domain == IndexDomain::kPagedSlot)
+        col = static_cast<int32_t>(int64_t{c.bt[(r / c.rows_per_batch) * c.bt_cols + rel / c.P]} * c.P + rel % c.P);
+      (*idx)[r * c.k + i] = col;
+      (*sc)[r * c.k + i] = v[i].first;
+    }
+  }
+}
+
+void check_case(const TopKCase& c) {
+  CAPTURE(c.name, c.rows, c.cols, c.stride, c.k, (int)c.domain, c.sorted);
+  Mirror scores(c.scores.size() * 4), ks(c.rows * 4 + 4), ke(c.rows * 4 + 4), bt(c.bt.size() * 4 + 4),
+      idx(c.rows * c.k * 4), osc(c.rows * c.k * 4), keff(c.rows * 4);
+  std::memcpy(scores.host(), c.scores.data(), c.scores.size() * 4);
+  if (!c.ks.empty()) std::memcpy(ks.host(), c.ks.data(), c.rows * 4);
+  if (!c.ke.empty()) std::memcpy(ke.host(), c.ke.data(), c.rows * 4);
+  if (!c.bt.empty()) std::memcpy(bt.host(), c.bt.data(), c.bt.size() * 4);
+  for (Mirror* m : {&scores, &ks, &ke, &bt}) m->upload();
+  idx.poison(0x7F);
+  osc.poison(0xFF);
+  keff.poison(0x7F);
+  auto make = [&](bool dev, int64_t row0, int64_t rows) {
+    TopKParams p;
+    auto shift = [&](TensorView v, int64_t elems) {
+      v.data = static_cast<char*>(v.data) + elems * 4;
+      return v;
+    };
+    p.scores = shift(scores.view(dev, DType::kF32, {rows, c.cols}, {c.stride, 1}), row0 * c.stride);
+    if (!c.ks.empty()) p.ks = shift(ks.view(dev, DType::kI32, {rows}), row0);
+    if (!c.ke.empty()) p.ke = shift(ke.view(dev, DType::kI32, {rows}), row0);
+    p.indices = shift(idx.view(dev, DType::kI32, {rows, c.k}), row0 * c.k);
+    if (c.with_scores) p.out_scores = shift(osc.view(dev, DType::kF32, {rows, c.k}), row0 * c.k);
+    if (c.with_keff) p.k_eff = shift(keff.view(dev, DType::kI32, {rows}), row0);
+    p.domain = c.domain;
+    if (c.domain == IndexDomain::kPagedSlot) {
+      p.block_table = bt.view(dev, DType::kI32, {c.bt_rows, c.bt_cols});
+      p.rows_per_batch = c.rows_per_batch;
+      p.page_block_size = c.P;
+    }
+    p.sorted = c.sorted;
+    return p;
+  };
+  {
+    const Status s = run(make(true, 0, c.rows));
+    INFO("cuda: " << s.message());
+    REQUIRE(s.ok());
+  }
+  test::sync_ok();
+  // Against the oracle.
+  std::vector<int32_t> e_idx, e_keff;
+  std::vector<float> e_sc;
+  oracle(c, &e_idx, &e_sc, &e_keff);
+  const auto g_idx = idx.download(), g_sc = osc.download(), g_keff = keff.download();
+  int64_t bad = 0, first_bad = -1;
+  for (int64_t i = 0; i < c.rows * c.k; ++i) {
+    int32_t gi;
+    std::memcpy(&gi, g_idx.data() + 4 * i, 4);
+    bool ok = gi == e_idx[i];
+    if (c.with_scores) {
+      uint32_t gs, es;
+      std::memcpy(&gs, g_sc.data() + 4 * i, 4);
+      std::memcpy(&es, &e_sc[i], 4);
+      ok = ok && gs == es;
+    }
+    if (!ok && bad++ == 0) first_bad = i;
+  }
+  if (bad) {
+    int32_t gi;
+    std::memcpy(&gi, g_idx.data() + 4 * first_bad, 4);
+    INFO("first mismatch at row " << first_bad / c.k << " slot " << first_bad % c.k << ": cuda " << gi
+                                  << ", oracle " << e_idx[first_bad] << " (score " << e_sc[first_bad] << ")");
+    REQUIRE(bad == 0);
+  }
+  if (c.with_keff)
+    for (int64_t r = 0; r < c.rows; ++r) {
+      int32_t g;
+      std::memcpy(&g, g_keff.data() + 4 * r, 4);
+      REQUIRE(g == e_keff[r]);
+    }
+  // Against the CPU reference, bitwise.
+  {
+    const Status s = run(make(false, 0, c.rows));
+    INFO("cpu: " << s.message());
+    REQUIRE(s.ok());
+  }
+  require_same_bytes("indices", idx);
+  require_same_bytes("out_scores", osc);
+  require_same_bytes("k_eff", keff);
+  // Rerun (poisoned again): bitwise identical.
+  GPU_REQUIRE(cudaMemset(idx.dev(), 0x7F, idx.bytes()));
+  GPU_REQUIRE(cudaMemset(osc.dev(), 0xFF, osc.bytes()));
+  REQUIRE(run(make(true, 0, c.rows)).ok());
+  test::sync_ok();
+  REQUIRE(idx.download() == g_idx);
+  REQUIRE(osc.download() == g_sc);
+  // Batch invariance: the rows [rows/2, rows) alone give the same bytes (absolute/relative domains;
+  // the paged domain's batch index depends on the row number).
+  if (c.rows >= 2 && c.domain != IndexDomain::kPagedSlot) {
+    const int64_t r0 = c.rows / 2;
+    GPU_REQUIRE(cudaMemset(idx.dev(), 0x7F, idx.bytes()));
+    REQUIRE(run(make(true, r0, c.rows - r0)).ok());
+    test::sync_ok();
+    const auto sub = idx.download();
+    REQUIRE(std::equal(sub.begin() + r0 * c.k * 4, sub.end(), g_idx.begin() + r0 * c.k * 4));
+  }
+}
+
+TopKCase base(const char* name, int64_t rows, int64_t cols, int64_t k, int64_t pad = 0) {
+  TopKCase c;
+  c.name = name;
+  c.rows = rows;
+  c.cols = cols;
+  c.stride = cols + pad;
+  c.k = k;
+  c.scores.assign(rows * c.stride, std::numeric_limits<float>::quiet_NaN());  // padding is never read
+  return c;
+}
+
+// ReLU-sum-like scores: a plateau of exact zeros (±0) below a tail of positive values.
+float relu_score(test::Rng& rng, double zero_fraction) {
+  if (rng.uniform() < zero_fraction) return rng.integer(0, 1) ? 0.0f : -0.0f;
+  return static_cast<float>(std::fabs(rng.normal()) * 3.0);
+}
+
+}  // namespace
+
+TEST_CASE("gpu topk: random rows, k from 1 to past 2048, sorted and unsorted", "[gpu][topk]") {
+  test::Rng rng(0xB001);
+  for (int64_t k : {1, 7, 64, 2048, 2500, 5000})
+    for (bool sorted : {true, false}) {
+      TopKCase c = base("random", 23, 3000, k, 13);
+      c.sorted = sorted;
+      for (int64_t r = 0; r < c.rows; ++r)
+        for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = static_cast<float>(rng.normal());
+      check_case(c);
+    }
+}
+
+TEST_CASE("gpu topk: exact-zero plateaus (±0), all-equal rows, plateaus across 2048-rank segments", "[gpu][topk]") {
+  test::Rng rng(0xB002);
+  {
+    TopKCase c = base("plateau", 16, 20000, 2048);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const double zf = rng.uniform(0.9, 0.999);  // fewer positives than k: the cut is inside the plateau
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, zf);
+    }
+    check_case(c);
+  }
+  {
+    TopKCase c = base("all-equal", 6, 10000, 2048);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = r == 0 ? 0.0f : 1.5f * r;
+    check_case(c);
+    c.sorted = false;
+    check_case(c);
+  }
+  {
+    // k = 6000 > 2048: segment cuts at ranks 2048 and 4096 fall inside plateaus of several values.
+    TopKCase c = base("segment-plateaus", 8, 12000, 6000);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i)
+        c.scores[r * c.stride + i] = static_cast<float>(rng.integer(0, 3)) * 0.25f - (rng.integer(0, 9) == 0 ? 0.0f : 0.0f);
+    check_case(c);
+    c.sorted = false;
+    check_case(c);
+  }
+}
+
+TEST_CASE("gpu topk: ±inf and NaN, ragged and empty ranges, k > valid", "[gpu][topk]") {
+  test::Rng rng(0xB003);
+  TopKCase c = base("specials-ragged", 40, 5000, 300, 7);
+  c.ks.resize(c.rows);
+  c.ke.resize(c.rows);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    int64_t a = rng.integer(0, c.cols), b = rng.integer(0, c.cols);
+    if (a > b) std::swap(a, b);
+    if (r % 7 == 0) b = a;                         // empty row
+    if (r % 5 == 1) b = std::min(c.cols, a + 50);  // fewer than k entries
+    c.ks[r] = static_cast<int32_t>(a);
+    c.ke[r] = static_cast<int32_t>(b);
+    for (int64_t i = 0; i < c.cols; ++i) {
+      const int64_t u = rng.integer(0, 99);
+      float v = static_cast<float>(rng.normal());
+      if (u < 3) v = kInf;
+      else if (u < 15) v = -kInf;
+      else if (u < 25) v = std::numeric_limits<float>::quiet_NaN();
+      else if (u < 27) v = -std::numeric_limits<float>::quiet_NaN();
+      else if (u < 29) v = std::numeric_limits<float>::max();
+      else if (u < 31) v = -std::numeric_limits<float>::max();
+      else if (u < 33) v = std::numeric_limits<float>::denorm_min();
+      if (r % 11 == 3 && u < 95) v = std::numeric_limits<float>::quiet_NaN();  // few valid entries
+      c.scores[r * c.stride + i] = v;
+    }
+  }
+  check_case(c);
+  c.with_scores = false;
+  c.with_keff = false;
+  c.domain = IndexDomain::kRelative;
+  check_case(c);
+}
+
+TEST_CASE("gpu topk: 128K-wide rows and 2048-wide k, low-bit differences, one crowded coarse bin", "[gpu][topk]") {
+  test::Rng rng(0xB004);
+  {
+    TopKCase c = base("128K", 4, 131072, 2048);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, r * 0.3);
+    check_case(c);
+  }
+  {
+    // Values 1.0f + j ulps (j < 4096, many repeats): only the low bits differ.
+    TopKCase c = base("low-bits", 5, 50000, 2048);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i) {
+        uint32_t u = 0x3f800000u + static_cast<uint32_t>(rng.integer(0, 4095));
+        float f;
+        std::memcpy(&f, &u, 4);
+        c.scores[r * c.stride + i] = f;
+      }
+    check_case(c);
+  }
+  {
+    // More than 16K values in one coarse (top-12-bit) bin, around the k-th place.
+    TopKCase c = base("crowded-bin", 3, 40000, 2048);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i)
+        c.scores[r * c.stride + i] = i % 2 ? static_cast<float>(rng.uniform(1.0, 1.001)) : static_cast<float>(rng.normal());
+    check_case(c);
+  }
+}
+
+TEST_CASE("gpu topk: paged-slot domain (FlashMLA page mapping)", "[gpu][topk]") {
+  test::Rng rng(0xB005);
+  for (int32_t P : {64, 16}) {
+    TopKCase c = base("paged", 12, 4000, 256);
+    c.domain = IndexDomain::kPagedSlot;
+    c.rows_per_batch = 2;
+    c.P = P;
+    c.bt_rows = 6;
+    c.bt_cols = (c.cols + P - 1) / P;
+    std::vector<int32_t> pages(c.bt_rows * c.bt_cols);
+    std::iota(pages.begin(), pages.end(), 0);
+    std::shuffle(pages.begin(), pages.end(), rng.engine());
+    c.bt = pages;
+    c.ks.resize(c.rows);
+    c.ke.resize(c.rows);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      c.ks[r] = static_cast<int32_t>(rng.integer(0, 100));
+      c.ke[r] = static_cast<int32_t>(rng.integer(c.ks[r], c.cols));
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, 0.5);
+    }
+    check_case(c);
+  }
+}
