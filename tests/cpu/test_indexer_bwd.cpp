@@ -1,0 +1,575 @@
+// OP-IDX-BWD (SPEC §8.4): the CPU reference against
+//   - a naive float64 implementation of the §8.4 formulas written here (explicit Hadamard matrix,
+//     explicit inverse rotation), dense and sparse G, Hadamard on and off;
+//   - central finite differences of a float64 indexer forward from the raw inputs
+//     (RoPE → Hadamard → ReLU score → weight fold), so RoPE⁻¹ and the Hadamard transpose are
+//     checked against the pre-RoPE inputs;
+//   - exact ReLU′(0) = 0 at exact zeros of z; dense ≡ sparse form;
+// plus bitwise determinism and bad input for every argument.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dsa/dsa.hpp"
+#include "support/metrics.hpp"
+#include "support/random.hpp"
+
+using namespace dsa;
+
+namespace {
+
+constexpr int D = 128;
+const double kFold = 0.125 * static_cast<double>(kIndexerInvSqrtDim);  // 2⁻³·fl32(128^-0.5)
+
+template <typename T>
+TensorView view_of(std::vector<T>& v, DType dt, std::initializer_list<int64_t> shape) {
+  return make_view(v.data(), dt, shape);
+}
+
+struct Problem {
+  int64_t s_q = 0, s_kv = 0, h = 0, k_sel = 0, max_pos = 0;
+  bool sparse = false, hadamard = false, ranges = false;
+  DType in = DType::kF32, grad_dt = DType::kF32;
+  // Inputs, stored. Values as doubles are read back from the stored type.
+  std::vector<float> q32, k32;
+  std::vector<bf16_t> q16, k16;
+  std::vector<float> w, G, cos_t, sin_t;
+  std::vector<int32_t> gidx, ks, ke, qpos, kpos;
+  // Outputs (f32 or bf16 storage).
+  std::vector<float> dq32, dk32, dw32;
+  std::vector<bf16_t> dq16, dk16, dw16;
+
+  double q(int64_t t, int64_t j, int d) const {
+    const size_t i = (t * h + j) * D + d;
+    return in == DType::kF32 ? q32[i] : bf16_to_float(q16[i]);
+  }
+  double k(int64_t s, int d) const {
+    const size_t i = s * D + d;
+    return in == DType::kF32 ? k32[i] : bf16_to_float(k16[i]);
+  }
+  void set_q(size_t i, double v) {
+    if (in == DType::kF32) q32[i] = static_cast<float>(v); else q16[i] = float_to_bf16(static_cast<float>(v));
+  }
+  void set_k(size_t i, double v) {
+    if (in == DType::kF32) k32[i] = static_cast<float>(v); else k16[i] = float_to_bf16(static_cast<float>(v));
+  }
+  // The (column, G) pairs of row t, in order, duplicates kept.
+  std::vector<std::pair<int64_t, double>> row(int64_t t) const {
+    std::vector<std::pair<int64_t, double>> r;
+    if (sparse) {
+      for (int64_t i = 0; i < k_sel; ++i) {
+        const int32_t c = gidx[t * k_sel + i];
+        if (c >= 0 && c < s_kv) r.push_back({c, G[t * k_sel + i]});
+      }
+    } else {
+      const int64_t a = ranges ? ks[t] : 0, b = ranges ? ke[t] : s_kv;
+      for (int64_t c = a; c < b; ++c) r.push_back({c, G[t * s_kv + c]});
+    }
+    return r;
+  }
+  void poison() {
+    for (auto* v : {&dq32, &dk32, &dw32}) std::memset(v->data(), 0xFF, v->size() * 4);
+    for (auto* v : {&dq16, &dk16, &dw16}) std::memset(v->data(), 0xFF, v->size() * 2);
+  }
+  std::vector<double> out(int which) const {  // 0 dq, 1 dk, 2 dw
+    const auto& f = which == 0 ? dq32 : which == 1 ? dk32 : dw32;
+    const auto& b = which == 0 ? dq16 : which == 1 ? dk16 : dw16;
+    std::vector<double> r;
+    if (grad_dt == DType::kF32) for (float x : f) r.push_back(x);
+    else for (bf16_t x : b) r.push_back(bf16_to_float(x));
+    return r;
+  }
+  IndexerBwdParams params() {
+    IndexerBwdParams p;
+    p.q = in == DType::kF32 ? view_of(q32, in, {s_q, h, D}) : view_of(q16, in, {s_q, h, D});
+    p.k = in == DType::kF32 ? view_of(k32, in, {s_kv, D}) : view_of(k16, in, {s_kv, D});
+    p.weights = view_of(w, DType::kF32, {s_q, h});
+    if (sparse) {
+      p.grad = view_of(G, DType::kF32, {s_q, k_sel});
+      p.grad_indices = view_of(gidx, DType::kI32, {s_q, k_sel});
+    } else {
+      p.grad = view_of(G, DType::kF32, {s_q, s_kv});
+      if (ranges) p.ks = view_of(ks, DType::kI32, {s_q}), p.ke = view_of(ke, DType::kI32, {s_q});
+    }
+    p.q_positions = view_of(qpos, DType::kI32, {s_q});
+    p.k_positions = view_of(kpos, DType::kI32, {s_kv});
+    p.rope_cos = view_of(cos_t, DType::kF32, {max_pos, 32});
+    p.rope_sin = view_of(sin_t, DType::kF32, {max_pos, 32});
+    p.hadamard = hadamard;
+    if (grad_dt == DType::kF32) {
+      p.dq_raw = view_of(dq32, DType::kF32, {s_q, h, D});
+      p.dk_raw = view_of(dk32, DType::kF32, {s_kv, D});
+      p.dw_raw = view_of(dw32, DType::kF32, {s_q, h});
+    } else {
+      p.dq_raw = view_of(dq16, DType::kBF16, {s_q, h, D});
+      p.dk_raw = view_of(dk16, DType::kBF16, {s_kv, D});
+      p.dw_raw = view_of(dw16, DType::kBF16, {s_q, h});
+    }
+    return p;
+  }
+};
+
+struct Config {
+  int64_t s_q, s_kv, h, k_sel;
+  bool sparse, hadamard, ranges;
+  DType in, grad;
+  bool integer_values = false;  // q, k ∈ {−1, 0, 1}: many exact zeros of z
+};
+
+Problem make_problem(test::Rng& rng, const Config& c) {
+  Problem P;
+  P.s_q = c.s_q, P.s_kv = c.s_kv, P.h = c.h, P.k_sel = c.k_sel, P.sparse = c.sparse;
+  P.hadamard = c.hadamard, P.ranges = c.ranges, P.in = c.in, P.grad_dt = c.grad;
+  P.max_pos = 50;
+  P.q32.resize(c.s_q * c.h * D), P.q16.resize(c.s_q * c.h * D);
+  P.k32.resize(c.s_kv * D), P.k16.resize(c.s_kv * D);
+  const double qoff = rng.uniform(-0.05, 0.05), koff = rng.uniform(-0.05, 0.05);
+  for (size_t i = 0; i < P.q32.size(); ++i)
+    P.set_q(i, c.integer_values ? static_cast<double>(rng.integer(-1, 1)) : rng.normal() * 0.3 + qoff);
+  for (size_t i = 0; i < P.k32.size(); ++i)
+    P.set_k(i, c.integer_values ? static_cast<double>(rng.integer(-1, 1)) : rng.normal() * 0.3 + koff);
+  P.w.resize(c.s_q * c.h);
+  for (auto& x : P.w) x = static_cast<float>(rng.normal() * 0.1);
+  const int64_t gcols = c.sparse ? c.k_sel : c.s_kv;
+  P.G.resize(c.s_q * gcols);
+  for (auto& x : P.G) x = static_cast<float>(rng.normal() * 1e-2);
+  if (c.sparse) {
+    P.gidx.resize(c.s_q * c.k_sel);
+    for (auto& x : P.gidx) {
+      const double u = rng.uniform();
+      x = u < 0.15 ? -1 : u < 0.2 ? static_cast<int32_t>(c.s_kv + rng.integer(0, 3))
+                                  : static_cast<int32_t>(rng.integer(0, std::max<int64_t>(0, c.s_kv - 1)));
+      if (c.s_kv == 0) x = -1;
+    }
+  }
+  if (c.ranges) {
+    P.ks.resize(c.s_q), P.ke.resize(c.s_q);
+    for (int64_t t = 0; t < c.s_q; ++t) {
+      P.ks[t] = static_cast<int32_t>(rng.integer(0, c.s_kv));
+      P.ke[t] = static_cast<int32_t>(rng.integer(P.ks[t], c.s_kv));
+    }
+  }
+  P.cos_t.resize(P.max_pos * 32), P.sin_t.resize(P.max_pos * 32);
+  for (int64_t i = 0; i < P.max_pos * 32; ++i) {
+    const double th = rng.uniform(-3.2, 3.2);
+    P.cos_t[i] = static_cast<float>(std::cos(th)), P.sin_t[i] = static_cast<float>(std::sin(th));
+  }
+  P.qpos.resize(c.s_q), P.kpos.resize(c.s_kv);
+  for (auto& x : P.qpos) x = static_cast<int32_t>(rng.integer(0, P.max_pos - 1));
+  for (auto& x : P.kpos) x = static_cast<int32_t>(rng.integer(0, P.max_pos - 1));
+  P.dq32.resize(c.s_q * c.h * D), P.dq16.resize(c.s_q * c.h * D);
+  P.dk32.resize(c.s_kv * D), P.dk16.resize(c.s_kv * D);
+  P.dw32.resize(c.s_q * c.h), P.dw16.resize(c.s_q * c.h);
+  P.poison();
+  return P;
+}
+
+// ---- float64 oracle, straight from SPEC §8.4 ----------------------------------------------------
+
+int popcount(unsigned x) { return __builtin_popcount(x); }
+
+// y = Mᵀ x for the forward map M = (Hadamard ∘ RoPE) on one 128-d row, written with the explicit
+// matrices: H[r][c] = (−1)^popcount(r & c)·fl32(128^-0.5); R = rotation of pairs (i, i + 32).
+std::vector<double> transform_t(const std::vector<double>& g, bool hadamard, double* c, double* s) {
+  std::vector<double> y = g;
+  if (hadamard) {
+    std::vector<double> z(D, 0.0);
+    for (int r = 0; r < D; ++r)
+      for (int col = 0; col < D; ++col)
+        z[r] += ((popcount(r & col) & 1) ? -1.0 : 1.0) * static_cast<double>(kIndexerInvSqrtDim) * y[col];
+    y = z;
+  }
+  // Forward R: [a'; b'] = [c −s; s c][a; b]. Rᵀ = [c s; −s c].
+  std::vector<double> x = y;
+  for (int i = 0; i < 32; ++i) {
+    x[i] = c[i] * y[i] + s[i] * y[i + 32];
+    x[i + 32] = -s[i] * y[i] + c[i] * y[i + 32];
+  }
+  return x;
+}
+
+void oracle(const Problem& P, std::vector<double>* dq, std::vector<double>* dk, std::vector<double>* dw) {
+  dq->assign(P.s_q * P.h * D, 0.0);
+  dk->assign(P.s_kv * D, 0.0);
+  dw->assign(P.s_q * P.h, 0.0);
+  std::vector<double> dqp(P.s_q * P.h * D, 0.0), dkp(P.s_kv * D, 0.0);
+  for (int64_t t = 0; t < P.s_q; ++t)
+    for (const auto& [s, g] : P.row(t))
+      for (int64_t j = 0; j < P.h; ++j) {
+        double z = 0;
+        for (int d = 0; d < D; ++d) z += P.q(t, j, d) * P.k(s, d);
+        (*dw)[t * P.h + j] += g * std::max(z, 0.0);
+        const double dz = z > 0 ? g * P.w[t * P.h + j] : 0.0;
+        for (int d = 0; d < D; ++d) {
+          dqp[(t * P.h + j) * D + d] += dz * P.k(s, d);
+          dkp[s * D + d] += dz * P.q(t, j, d);
+        }
+      }
+  for (auto& x : *dw) x *= kFold;
+  double c[32], sn[32];
+  for (int64_t t = 0; t < P.s_q; ++t) {
+    for (int i = 0; i < 32; ++i) c[i] = P.cos_t[P.qpos[t] * 32 + i], sn[i] = P.sin_t[P.qpos[t] * 32 + i];
+    for (int64_t j = 0; j < P.h; ++j) {
+      std::vector<double> g(dqp.begin() + (t * P.h + j) * D, dqp.begin() + (t * P.h + j + 1) * D);
+      const std::vector<double> x = transform_t(g, P.hadamard, c, sn);
+      std::copy(x.begin(), x.end(), dq->begin() + (t * P.h + j) * D);
+    }
+  }
+  for (int64_t s = 0; s < P.s_kv; ++s) {
+    for (int i = 0; i < 32; ++i) c[i] = P.cos_t[P.kpos[s] * 32 + i], sn[i] = P.sin_t[P.kpos[s] * 32 + i];
+    std::vector<double> g(dkp.begin() + s * D, dkp.begin() + (s + 1) * D);
+    const std::vector<double> x = transform_t(g, P.hadamard, c, sn);
+    std::copy(x.begin(), x.end(), dk->begin() + s * D);
+  }
+}
+
+void run_ok(const IndexerBwdParams& p, Accum accum = Accum::kF32) {
+  const Status s = accum == Accum::kF32 ? run(p) : ref::run(p, accum);
+  INFO(s.message());
+  REQUIRE(s.ok());
+}
+
+double rel_inf(const std::vector<double>& a, const std::vector<double>& r, double mag = 0) {
+  double err = 0;
+  for (size_t i = 0; i < a.size(); ++i) err = std::max(err, std::fabs(a[i] - r[i])), mag = std::max(mag, std::fabs(r[i]));
+  return mag == 0 ? err : err / mag;
+}
+
+// fp32 reference vs the fp64 oracle. The sums cancel (G has both signs), so the element test
+// uses an absolute floor relative to the tensor's scale; cos_diff is the global check.
+void check_close(const char* what, const std::vector<double>& got, const std::vector<double>& want, bool bf16_out,
+                 bool print) {
+  double mag = 0;
+  for (double v : want) mag = std::max(mag, std::fabs(v));
+  const test::Tolerance tol = bf16_out ? test::Tolerance{1e-5 * mag + 1e-30, 2.01 / 256, 1e-5}
+                                       : test::Tolerance{1e-5 * mag + 1e-30, 1e-4, 1e-9};
+  const test::Report rep = test::compare(what, got, want, tol);
+  INFO(rep.describe());
+  if (print) std::printf("  [measure] %s\n", rep.describe().c_str());
+  CHECK(rep.ok);
+}
+
+}  // namespace
+
+TEST_CASE("indexer_bwd matches the float64 SPEC formulas", "[indexer_bwd]") {
+  test::Rng rng(0x1dbd);
+  const Config configs[] = {
+      // s_q, s_kv, h, k_sel, sparse, hadamard, ranges, in, grad
+      {1, 1, 1, 0, false, false, false, DType::kF32, DType::kF32},
+      {5, 9, 3, 0, false, true, true, DType::kBF16, DType::kF32},
+      {7, 13, 4, 0, false, false, true, DType::kF32, DType::kF32},
+      {6, 70, 64, 0, false, true, true, DType::kBF16, DType::kF32},   // V3.2 heads, 2 key blocks
+      {8, 11, 5, 6, true, false, false, DType::kBF16, DType::kF32},
+      {9, 140, 64, 24, true, true, false, DType::kBF16, DType::kF32},
+      {4, 6, 2, 12, true, true, false, DType::kF32, DType::kBF16},    // k > s_kv: many duplicates
+      {3, 8, 2, 0, false, true, true, DType::kF32, DType::kBF16},
+      {0, 4, 2, 3, true, false, false, DType::kF32, DType::kF32},     // empty problems
+      {3, 0, 2, 0, false, false, false, DType::kF32, DType::kF32},
+      {3, 0, 2, 2, true, true, false, DType::kF32, DType::kF32},
+      {6, 10, 8, 0, false, false, true, DType::kF32, DType::kF32, true},  // exact zeros of z
+      {6, 10, 8, 5, true, true, false, DType::kBF16, DType::kF32, true},
+  };
+  for (const Config& c : configs) {
+    Problem P = make_problem(rng, c);
+    INFO("s_q=" << c.s_q << " s_kv=" << c.s_kv << " h=" << c.h << " k=" << c.k_sel << " sparse=" << c.sparse
+                << " hadamard=" << c.hadamard << " ranges=" << c.ranges << " in=" << dtype_name(c.in)
+                << " grad=" << dtype_name(c.grad) << " integer=" << c.integer_values);
+    std::vector<double> dq, dk, dw;
+    oracle(P, &dq, &dk, &dw);
+    run_ok(P.params());
+    const bool bf = c.grad == DType::kBF16, print = c.h == 64;
+    check_close("dq_raw", P.out(0), dq, bf, print);
+    check_close("dk_raw", P.out(1), dk, bf, print);
+    check_close("dw_raw", P.out(2), dw, bf, print);
+    if (c.grad == DType::kF32) {
+      P.poison();
+      run_ok(P.params(), Accum::kF64);
+      CHECK(rel_inf(P.out(0), dq) <= 2e-7);  // f32 storage of the f64 result
+      CHECK(rel_inf(P.out(1), dk) <= 2e-7);
+      CHECK(rel_inf(P.out(2), dw) <= 2e-7);
+    }
+  }
+}
+
+TEST_CASE("indexer_bwd: ReLU′(0) = 0 at exact zeros of z", "[indexer_bwd]") {
+  test::Rng rng(0x2e10);
+  Problem P = make_problem(rng, {4, 6, 3, 0, false, true, false, DType::kBF16, DType::kF32});
+  // Head (1, 2) has q = 0, key 4 has k = 0: every z they touch is exactly 0. With ReLU′(0) = 1
+  // their gradients would be Σ G·w·k and Σ G·w·q ≠ 0; with ReLU′(0) = 0 they are exactly 0.
+  for (int d = 0; d < D; ++d) P.set_q((1 * 3 + 2) * D + d, 0.0), P.set_k(4 * D + d, 0.0);
+  run_ok(P.params());
+  const std::vector<double> dq = P.out(0), dk = P.out(1), dw = P.out(2);
+  for (int d = 0; d < D; ++d) {
+    CHECK(dq[(1 * 3 + 2) * D + d] == 0.0);
+    CHECK(dk[4 * D + d] == 0.0);
+  }
+  CHECK(dw[1 * 3 + 2] == 0.0);
+  double other = 0;
+  for (int d = 0; d < D; ++d) other += std::fabs(dq[(1 * 3 + 1) * D + d]) + std::fabs(dk[3 * D + d]);
+  CHECK(other > 0);
+}
+
+TEST_CASE("indexer_bwd equals finite differences w.r.t. the raw (pre-RoPE) inputs", "[indexer_bwd]") {
+  test::Rng rng(0xfd1);
+  for (bool hadamard : {false, true})
+    for (bool sparse : {false, true}) {
+      const Config c{3, 5, 2, 7, sparse, hadamard, !sparse, DType::kF32, DType::kF32};
+      Problem P = make_problem(rng, c);
+      // Raw inputs in float64; the op receives the transformed q, k (rounded to f32) and folded w.
+      const int64_t nq = P.s_q * P.h * D, nk = P.s_kv * D, nw = P.s_q * P.h;
+      std::vector<double> x(nq + nk + nw);  // [q_raw | k_raw | w_raw]
+      for (auto& v : x) v = rng.normal() * 0.3;
+      auto fwd_row = [&](const double* raw, int32_t pos, double* out) {
+        double y[D];
+        for (int d = 0; d < D; ++d) y[d] = raw[d];
+        for (int i = 0; i < 32; ++i) {
+          const double cs = P.cos_t[pos * 32 + i], sn = P.sin_t[pos * 32 + i], a = raw[i], b = raw[i + 32];
+          y[i] = a * cs - b * sn;
+          y[i + 32] = a * sn + b * cs;
+        }
+        for (int r = 0; r < D; ++r) {
+          if (!hadamard) { out[r] = y[r]; continue; }
+          double acc = 0;
+          for (int col = 0; col < D; ++col)
+            acc += ((popcount(r & col) & 1) ? -1.0 : 1.0) * static_cast<double>(kIndexerInvSqrtDim) * y[col];
+          out[r] = acc;
+        }
+      };
+      // L = Σ_t Σ_(s, G) G·I[t, s], I = Σ_j w·ReLU(q·k), every stage in float64.
+      auto loss = [&](const std::vector<double>& xv, std::vector<double>* qpost, std::vector<double>* kpost) {
+        std::vector<double> qp(nq), kp(nk);
+        for (int64_t r = 0; r < P.s_q * P.h; ++r) fwd_row(&xv[r * D], P.qpos[r / P.h], &qp[r * D]);
+        for (int64_t s = 0; s < P.s_kv; ++s) fwd_row(&xv[nq + s * D], P.kpos[s], &kp[s * D]);
+        double L = 0;
+        for (int64_t t = 0; t < P.s_q; ++t)
+          for (const auto& [s, g] : P.row(t))
+            for (int64_t j = 0; j < P.h; ++j) {
+              double z = 0;
+              for (int d = 0; d < D; ++d) z += qp[(t * P.h + j) * D + d] * kp[s * D + d];
+              L += g * xv[nq + nk + t * P.h + j] * kFold * std::max(z, 0.0);
+            }
+        if (qpost) *qpost = qp, *kpost = kp;
+        return L;
+      };
+      std::vector<double> qp, kp;
+      loss(x, &qp, &kp);
+      for (int64_t i = 0; i < nq; ++i) P.q32[i] = static_cast<float>(qp[i]);
+      for (int64_t i = 0; i < nk; ++i) P.k32[i] = static_cast<float>(kp[i]);
+      for (int64_t i = 0; i < nw; ++i) P.w[i] = static_cast<float>(x[nq + nk + i] * kFold);
+      run_ok(P.params(), Accum::kF64);
+      std::vector<double> got;
+      for (int w = 0; w < 3; ++w) for (double v : P.out(w)) got.push_back(v);
+      std::vector<double> fd(x.size());
+      const double eps = 1e-6;
+      for (size_t i = 0; i < x.size(); ++i) {
+        std::vector<double> a = x, b = x;
+        a[i] += eps, b[i] -= eps;
+        fd[i] = (loss(a, nullptr, nullptr) - loss(b, nullptr, nullptr)) / (2 * eps);
+      }
+      const double e = rel_inf(got, fd);
+      std::printf("  [measure] finite differences (hadamard %d, sparse %d): rel %.3e\n", hadamard, sparse, e);
+      CHECK(e <= 1e-6);
+    }
+}
+
+TEST_CASE("indexer_bwd: the sparse form equals the dense form on the same columns", "[indexer_bwd]") {
+  test::Rng rng(0x5d);
+  Problem Dn = make_problem(rng, {5, 12, 4, 0, false, true, true, DType::kBF16, DType::kF32});
+  Problem Sp = Dn;
+  Sp.sparse = true, Sp.ranges = false;
+  Sp.k_sel = Dn.s_kv + 2;
+  Sp.G.assign(Sp.s_q * Sp.k_sel, 0.0f);
+  Sp.gidx.assign(Sp.s_q * Sp.k_sel, -1);
+  for (int64_t t = 0; t < Dn.s_q; ++t) {
+    std::vector<int32_t> cols;
+    for (int32_t c = Dn.ks[t]; c < Dn.ke[t]; ++c) cols.push_back(c);
+    std::shuffle(cols.begin(), cols.end(), rng.engine());
+    for (size_t i = 0; i < cols.size(); ++i)
+      Sp.gidx[t * Sp.k_sel + i + 1] = cols[i], Sp.G[t * Sp.k_sel + i + 1] = Dn.G[t * Dn.s_kv + cols[i]];
+    Sp.gidx[t * Sp.k_sel] = static_cast<int32_t>(Dn.s_kv);  // invalid slots anywhere
+  }
+  run_ok(Dn.params(), Accum::kF64);
+  run_ok(Sp.params(), Accum::kF64);
+  for (int w = 0; w < 3; ++w) CHECK(rel_inf(Sp.out(w), Dn.out(w)) <= 2e-7);
+}
+
+namespace {
+uint64_t fnv(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char* b = reinterpret_cast<const unsigned char*>(v.data());
+  for (size_t i = 0; i < v.size() * 4; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+Problem determinism_problem(bool sparse) {
+  test::Rng rng(sparse ? 0xd5 : 0xdd);
+  return make_problem(rng, {40, 150, 16, 48, sparse, true, !sparse, DType::kBF16, DType::kF32});
+}
+}  // namespace
+
+TEST_CASE("indexer_bwd determinism child", "[.idx_bwd_child]") {
+  const char* path = std::getenv("DSA_TEST_HASH_OUT");
+  REQUIRE(path != nullptr);
+  std::ofstream f(path);
+  for (bool sparse : {false, true}) {
+    Problem P = determinism_problem(sparse);
+    run_ok(P.params());
+    f << fnv(P.dq32) << " " << fnv(P.dk32) << " " << fnv(P.dw32) << "\n";
+  }
+}
+
+TEST_CASE("indexer_bwd is bitwise deterministic, run to run and across thread counts", "[indexer_bwd]") {
+  std::vector<uint64_t> want;
+  for (bool sparse : {false, true}) {
+    Problem P = determinism_problem(sparse);
+    run_ok(P.params());
+    const uint64_t a = fnv(P.dq32), b = fnv(P.dk32), c = fnv(P.dw32);
+    for (int rep = 0; rep < 2; ++rep) {
+      P.poison();
+      run_ok(P.params());
+      CHECK(fnv(P.dq32) == a);
+      CHECK(fnv(P.dk32) == b);
+      CHECK(fnv(P.dw32) == c);
+    }
+    want.insert(want.end(), {a, b, c});
+  }
+  for (int threads : {1, 3, 7}) {
+    const std::string out = "/tmp/dsa_idx_bwd_hash_" + std::to_string(::getpid()) + "_" + std::to_string(threads);
+    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) + " DSA_TEST_HASH_OUT=" + out +
+                            " /proc/" + std::to_string(::getpid()) + "/exe '[.idx_bwd_child]' --rng-seed " +
+                            std::to_string(test::run_seed()) + " > /dev/null 2>&1";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::vector<uint64_t> got(6, 0);
+    std::ifstream f(out);
+    for (auto& g : got) f >> g;
+    std::remove(out.c_str());
+    INFO("DSA_NUM_THREADS=" << threads);
+    CHECK(got == want);
+  }
+}
+
+namespace {
+void expect_failure(const IndexerBwdParams& p, Problem& P, StatusCode code, const char* needle) {
+  P.poison();
+  const std::vector<float> a = P.dq32, b = P.dk32, c = P.dw32;
+  const Status s = run(p);
+  INFO("message: " << s.message());
+  CHECK(s.code() == code);
+  CHECK(s.message().rfind("indexer_bwd: ", 0) == 0);
+  CHECK(s.message().find(needle) != std::string::npos);
+  CHECK(std::memcmp(a.data(), P.dq32.data(), a.size() * 4) == 0);
+  CHECK(std::memcmp(b.data(), P.dk32.data(), b.size() * 4) == 0);
+  CHECK(std::memcmp(c.data(), P.dw32.data(), c.size() * 4) == 0);
+  CHECK(ref::run(p, Accum::kF64).code() == code);
+}
+}  // namespace
+
+TEST_CASE("indexer_bwd rejects bad input, naming the argument, writing nothing", "[indexer_bwd]") {
+  test::Rng rng(0xbad1);
+  Problem P = make_problem(rng, {3, 7, 2, 0, false, true, true, DType::kBF16, DType::kF32});
+  Problem S = make_problem(rng, {3, 7, 2, 5, true, false, false, DType::kF32, DType::kF32});
+  const IndexerBwdParams good = P.params(), sgood = S.params();
+  run_ok(good);
+  run_ok(sgood);
+  IndexerBwdParams p = good;
+  SECTION("q") {
+    p.q = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "q is required");
+    p = good, p.q.shape[2] = 64;
+    expect_failure(p, P, StatusCode::kUnsupportedShape, "q.shape[2] = 64");
+    p = good, p.q.dtype = DType::kE4M3;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "q.dtype");
+    p = good, p.q.stride[2] = 3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "q.stride[2]");
+  }
+  SECTION("k") {
+    p.k.shape[0] = 6;
+    p.k_positions.shape[0] = 6;
+    p.dk_raw.shape[0] = 6;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "from k.shape[0]");  // s_kv bound by k
+    p = good, p.k.dtype = DType::kI32;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "k.dtype");
+    p = good, p.k = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "k is required");
+  }
+  SECTION("weights") {
+    p.weights.dtype = DType::kBF16;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "weights.dtype");
+    p = good, p.weights.shape[1] = 3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "weights.shape[1]");
+  }
+  SECTION("grad, dense") {
+    p.grad = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "grad is required");
+    p = good, p.grad.dtype = DType::kBF16;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "grad.dtype");
+    p = good, p.grad.shape[0] = 2;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "grad.shape[0]");
+  }
+  SECTION("grad_indices, sparse") {
+    IndexerBwdParams q = sgood;
+    q.grad_indices.dtype = DType::kF32;
+    expect_failure(q, S, StatusCode::kUnsupportedDtype, "grad_indices.dtype");
+    q = sgood, q.grad_indices.shape[1] = 4;
+    expect_failure(q, S, StatusCode::kInvalidArgument, "grad_indices.shape[1]");
+    q = sgood, q.ks = good.ks;
+    expect_failure(q, S, StatusCode::kInvalidArgument, "ks is given together with grad_indices");
+    q = sgood, q.ke = good.ke;
+    expect_failure(q, S, StatusCode::kInvalidArgument, "ke is given together with grad_indices");
+  }
+  SECTION("ks, ke") {
+    p.ks.shape[0] = 4;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ks.shape[0]");
+    p = good, p.ke.dtype = DType::kF32;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "ke.dtype");
+    p = good;
+    const int32_t ks1 = P.ks[1], ke1 = P.ke[1];
+    P.ks[1] = -1;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ks[1] = -1");
+    P.ks[1] = 8;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ks[1] = 8");
+    P.ks[1] = 3, P.ke[1] = 2;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ke[1] = 2");
+    P.ke[1] = 8;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ke[1] = 8");
+    P.ks[1] = ks1, P.ke[1] = ke1;
+  }
+  SECTION("positions and tables") {
+    p.q_positions = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "q_positions is required");
+    p = good, p.k_positions.shape[0] = 3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "k_positions.shape[0]");
+    p = good, p.rope_cos.shape[1] = 64;
+    expect_failure(p, P, StatusCode::kUnsupportedShape, "rope_cos.shape[1] = 64");
+    p = good, p.rope_sin.shape[0] = 10;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "rope_sin.shape[0]");
+    p = good, p.rope_sin = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "rope_sin is required");
+    p = good;
+    P.qpos[2] = 50;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "q_positions[2] = 50");
+    P.qpos[2] = 0, P.kpos[5] = -3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "k_positions[5] = -3");
+  }
+  SECTION("outputs") {
+    p.dq_raw = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "dq_raw is required");
+    p = good, p.dk_raw.dtype = DType::kI32;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "dk_raw.dtype");
+    p = good, p.dw_raw.shape[1] = 5;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw.shape[1]");
+    p = good, p.dw_raw.data = p.weights.data;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw overlaps weights");
+    p = good, p.dk_raw.data = p.dq_raw.data;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dk_raw overlaps dq_raw");
+  }
+}
