@@ -147,13 +147,15 @@ dsa_status call(const C* c, Body&& body) {
 template <class C>
 dsa_status params_init(C* c) {
   using T = Traits<C>;
-  if (c == nullptr)
-    return fail(StatusCode::kNullPointer, std::string(T::name) + ": params (" + T::c_name + "*) is null");
-  std::memset(static_cast<void*>(c), 0, sizeof(C));
-  T::from_cpp(typename T::Cpp{}, *c);
-  c->struct_size = static_cast<uint32_t>(sizeof(C));
-  c->abi_version = DSA_ABI_VERSION;
-  return DSA_STATUS_OK;
+  return to_c(detail::record(detail::guarded(T::name, [&] {
+    if (c == nullptr)
+      return Status(StatusCode::kNullPointer, std::string(T::name) + ": params (" + T::c_name + "*) is null");
+    std::memset(static_cast<void*>(c), 0, sizeof(C));
+    T::from_cpp(typename T::Cpp{}, *c);
+    c->struct_size = static_cast<uint32_t>(sizeof(C));
+    c->abi_version = DSA_ABI_VERSION;
+    return Status();
+  })));
 }
 
 template <class C>
