@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
@@ -571,5 +572,59 @@ TEST_CASE("indexer_bwd rejects bad input, naming the argument, writing nothing",
     expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw overlaps weights");
     p = good, p.dk_raw.data = p.dq_raw.data;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dk_raw overlaps dq_raw");
+  }
+}
+
+TEST_CASE("indexer_bwd through the C ABI equals the C++ API", "[indexer_bwd][c_api]") {
+  dsa_indexer_bwd_params c;
+  REQUIRE(dsa_indexer_bwd_params_init(&c) == DSA_STATUS_OK);
+  CHECK(c.struct_size == sizeof(c));
+  CHECK(c.abi_version == DSA_ABI_VERSION);
+  CHECK(c.hadamard == 0);
+  CHECK(c.grad_indices.data == nullptr);
+
+  test::Rng rng(0xcab2);
+  for (bool sparse : {false, true}) {
+    Problem P = make_problem(rng, {4, 9, 3, 6, sparse, true, !sparse, DType::kBF16, DType::kF32});
+    const IndexerBwdParams p = P.params();
+    run_ok(p);
+    const std::vector<float> dq = P.dq32, dk = P.dk32, dw = P.dw32;
+    REQUIRE(dsa_indexer_bwd_params_init(&c) == DSA_STATUS_OK);
+    std::memcpy(&c.q, &p.q, sizeof(TensorView));
+    std::memcpy(&c.k, &p.k, sizeof(TensorView));
+    std::memcpy(&c.weights, &p.weights, sizeof(TensorView));
+    std::memcpy(&c.grad, &p.grad, sizeof(TensorView));
+    std::memcpy(&c.grad_indices, &p.grad_indices, sizeof(TensorView));
+    std::memcpy(&c.ks, &p.ks, sizeof(TensorView));
+    std::memcpy(&c.ke, &p.ke, sizeof(TensorView));
+    std::memcpy(&c.q_positions, &p.q_positions, sizeof(TensorView));
+    std::memcpy(&c.k_positions, &p.k_positions, sizeof(TensorView));
+    std::memcpy(&c.rope_cos, &p.rope_cos, sizeof(TensorView));
+    std::memcpy(&c.rope_sin, &p.rope_sin, sizeof(TensorView));
+    c.hadamard = 1;
+    std::memcpy(&c.dq_raw, &p.dq_raw, sizeof(TensorView));
+    std::memcpy(&c.dk_raw, &p.dk_raw, sizeof(TensorView));
+    std::memcpy(&c.dw_raw, &p.dw_raw, sizeof(TensorView));
+    P.poison();
+    REQUIRE(dsa_indexer_bwd_supports(&c) == DSA_STATUS_OK);
+    REQUIRE(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+    CHECK(std::memcmp(dq.data(), P.dq32.data(), dq.size() * 4) == 0);
+    CHECK(std::memcmp(dk.data(), P.dk32.data(), dk.size() * 4) == 0);
+    CHECK(std::memcmp(dw.data(), P.dw32.data(), dw.size() * 4) == 0);
+    P.poison();
+    REQUIRE(dsa_indexer_bwd_run_reference(&c, DSA_ACCUM_F64) == DSA_STATUS_OK);
+    std::vector<double> odq, odk, odw;
+    oracle(P, &odq, &odk, &odw);
+    CHECK(rel_inf(P.out(0), odq) <= 2e-7);
+    CHECK(rel_inf(P.out(1), odk) <= 2e-7);
+    CHECK(rel_inf(P.out(2), odw) <= 2e-7);
+    c.hadamard = 0;  // a different function: the result changes
+    REQUIRE(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+    CHECK(std::memcmp(dq.data(), P.dq32.data(), dq.size() * 4) != 0);
+    c.rope_cos.dtype = DSA_DTYPE_BF16;
+    CHECK(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_UNSUPPORTED_DTYPE);
+    CHECK(std::string(dsa_last_error_message()).find("rope_cos.dtype") != std::string::npos);
+    c.abi_version = 7u << 16;
+    CHECK(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
   }
 }

@@ -18,6 +18,7 @@
 
 #include <unistd.h>
 
+#include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
@@ -675,4 +676,57 @@ TEST_CASE("sparse_mla_bwd rejects bad input, naming the argument, writing nothin
     p = good, p.lse_base = static_cast<LseBase>(7);
     expect_failure(p, P, StatusCode::kInvalidArgument, "lse_base = 7");
   }
+}
+
+TEST_CASE("sparse_mla_bwd through the C ABI equals the C++ API", "[sparse_mla_bwd][c_api]") {
+  dsa_sparse_mla_bwd_params c;
+  REQUIRE(dsa_sparse_mla_bwd_params_init(&c) == DSA_STATUS_OK);
+  CHECK(c.struct_size == sizeof(c));
+  CHECK(c.abi_version == DSA_ABI_VERSION);
+  CHECK(c.sm_scale == 0.0f);
+  CHECK(c.lse_base == DSA_LSE_BASE_NATURAL);
+  CHECK(c.q.data == nullptr);
+
+  test::Rng rng(0xcab1);
+  Options o;
+  o.grad = DType::kF32;
+  Problem P = make_problem(rng, {5, 19, 4, 32, 16, 7}, o);
+  run_ok(P.params());
+  const std::vector<unsigned char> dq = P.dq.mem, dkv = P.dkv.mem;
+  const SparseMlaBwdParams p = P.params();
+  std::memcpy(&c.q, &p.q, sizeof(TensorView));
+  std::memcpy(&c.kv, &p.kv, sizeof(TensorView));
+  std::memcpy(&c.indices, &p.indices, sizeof(TensorView));
+  std::memcpy(&c.topk_length, &p.topk_length, sizeof(TensorView));
+  std::memcpy(&c.out, &p.out, sizeof(TensorView));
+  std::memcpy(&c.lse, &p.lse, sizeof(TensorView));
+  std::memcpy(&c.dout, &p.dout, sizeof(TensorView));
+  std::memcpy(&c.dq, &p.dq, sizeof(TensorView));
+  std::memcpy(&c.dkv, &p.dkv, sizeof(TensorView));
+  c.sm_scale = p.sm_scale;
+  P.dq.poison();
+  P.dkv.poison();
+  REQUIRE(dsa_sparse_mla_bwd_supports(&c) == DSA_STATUS_OK);
+  size_t bytes = 123;
+  REQUIRE(dsa_sparse_mla_bwd_workspace_size(&c, &bytes) == DSA_STATUS_OK);
+  CHECK(bytes == 0);
+  REQUIRE(dsa_sparse_mla_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+  CHECK(P.dq.mem == dq);
+  CHECK(P.dkv.mem == dkv);
+  P.dq.poison();
+  REQUIRE(dsa_sparse_mla_bwd_run_reference(&c, DSA_ACCUM_F64) == DSA_STATUS_OK);
+  std::vector<double> dq_ref, dkv_ref;
+  backward_f64(P, &dq_ref, &dkv_ref);
+  CHECK(rel_inf(P.dq.values(), dq_ref) <= 2e-7);
+  // Bad input through the C ABI: the same status and message as C++.
+  c.sm_scale = -1;
+  CHECK(dsa_sparse_mla_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("sm_scale") != std::string::npos);
+  CHECK(dsa_sparse_mla_bwd_run(nullptr, nullptr, 0, nullptr) == DSA_STATUS_NULL_POINTER);
+  c.sm_scale = p.sm_scale;
+  c.struct_size = 16;
+  CHECK(dsa_sparse_mla_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("struct_size") != std::string::npos);
+  c.struct_size = sizeof(c);
+  CHECK(dsa_sparse_mla_bwd_run_reference(&c, 5) == DSA_STATUS_INVALID_ARGUMENT);
 }
