@@ -129,12 +129,12 @@ __device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int 
                        Smem& sm, Sink&& sink) {
   const int tid = threadIdx.x;
   int run_lo = 0, run_hi = 0, run_take = 0;
-  for (int base = 0; base < n; base += kTile) {
+  for (int64_t base = 0; base < n; base += kTile) {
     uint32_t keys[kItems];
     int eq_lo = 0, eq_hi = 0;
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const int64_t c = static_cast<int64_t>(base) + tid * kItems + i;
+      const int64_t c = base + tid * kItems + i;
       keys[i] = c < n ? score_key(row[c]) : 0u;
       eq_lo += has_lo && keys[i] == t_lo;
       eq_hi += keys[i] == t_hi;
@@ -163,7 +163,7 @@ __device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int 
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       if (!take[i]) continue;
-      sink(slot, keys[i], base + tid * kItems + i);
+      sink(slot, keys[i], static_cast<int>(base + tid * kItems + i));
       ++slot;
     }
     run_lo += static_cast<int>(agg >> 32);

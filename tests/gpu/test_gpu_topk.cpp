@@ -221,8 +221,10 @@ TEST_CASE("gpu topk: exact-zero plateaus (±0), all-equal rows, plateaus across 
     // k = 6000 > 2048: segment cuts at ranks 2048 and 4096 fall inside plateaus of several values.
     TopKCase c = base("segment-plateaus", 8, 12000, 6000);
     for (int64_t r = 0; r < c.rows; ++r)
-      for (int64_t i = 0; i < c.cols; ++i)
-        c.scores[r * c.stride + i] = static_cast<float>(rng.integer(0, 3)) * 0.25f - (rng.integer(0, 9) == 0 ? 0.0f : 0.0f);
+      for (int64_t i = 0; i < c.cols; ++i) {
+        const float v = static_cast<float>(rng.integer(0, 3)) * 0.25f;
+        c.scores[r * c.stride + i] = v == 0.0f && rng.integer(0, 1) ? -0.0f : v;  // ±0 tie
+      }
     check_case(c);
     c.sorted = false;
     check_case(c);
