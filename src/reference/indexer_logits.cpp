@@ -86,7 +86,7 @@ void compute(const IndexerLogitsParams& p, const std::vector<int32_t>& ks, const
       const int64_t r0 = blk * kRowBlock, r1 = std::min(s_q, r0 + kRowBlock), nr = r1 - r0;
       int64_t blo = s_kv, bhi = 0;
       for (int64_t t = r0; t < r1; ++t) {
-        if (p.clean_logits) {
+        if (p.clean_logits && s_kv > 0) {
           float* row = &at<float>(p.logits, t, 0);
           for (int64_t s = 0; s < ks[t]; ++s) row[s] = kNegInf;
           for (int64_t s = ke[t]; s < s_kv; ++s) row[s] = kNegInf;

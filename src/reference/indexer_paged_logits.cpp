@@ -93,7 +93,7 @@ void compute(const IndexerPagedLogitsParams& p, const Shape& z, const std::vecto
   const int64_t group_keys = group_pages * z.page;
 
   // −∞ past each row's length.
-  parallel_for(z.b * z.next_n, 16, [&](int64_t r0, int64_t r1) {
+  if (z.max_ctx > 0) parallel_for(z.b * z.next_n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* row = &at<float>(p.logits, r, 0);
       for (int64_t c = len[r]; c < z.max_ctx; ++c) row[c] = kNegInf;

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "dsa/dsa.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
@@ -141,6 +143,12 @@ struct Paged {
   }
 };
 
+uint64_t fnv(const void* data, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(data)[i]) * 1099511628211ull;
+  return h;
+}
+
 void check(const Paged& c, bool f64) {
   const double factor = (c.d + c.h + 4) * (f64 ? kU64 : kU32);
   int64_t bad = 0, bad_mask = 0, valid = 0;
@@ -168,6 +176,26 @@ void check(const Paged& c, bool f64) {
   CHECK(bad_mask == 0);
 }
 
+// Runs this test binary's "[.threads]" case in a child process with DSA_NUM_THREADS = n and the
+// same seed, returning its "hash" lines (DSA_NUM_THREADS is read once per process).
+std::string hashes_with_threads(int n) {
+  char exe[4096];
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (len <= 0) return "";
+  exe[len] = 0;
+  const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(n) + " '" + exe + "' '[.threads]' --rng-seed " +
+                          std::to_string(test::run_seed()) + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return "";
+  std::string out, line;
+  char buf[512];
+  while (std::fgets(buf, sizeof(buf), f)) {
+    line = buf;
+    if (line.find("hash") != std::string::npos) out += line;
+  }
+  pclose(f);
+  return out;
+}
 }  // namespace
 
 TEST_CASE("paged indexer logits match the float64 oracle", "[indexer][decode]") {
@@ -330,4 +358,19 @@ TEST_CASE("paged indexer logits reject bad input, naming the argument, and write
     c.p.page_block_size = 0;
     expect_failure(c, StatusCode::kInvalidArgument, "page_block_size = 0");
   }
+}
+
+// Run by hand with DSA_NUM_THREADS=1 and =2 and the same --rng-seed: the hashes must agree.
+TEST_CASE("paged indexer logits output hash for thread-count comparison", "[indexer][decode][.threads]") {
+  test::Rng rng(0x9a03);
+  Paged c(rng, 5, 2, 64, 64, true, {99, 100, 1000, 1001, 1, 2, 640, 641, 300, 301}, 2, 3, 0, 1);
+  REQUIRE(run(c.params()).ok());
+  std::printf("paged hash %016llx\n", (unsigned long long)fnv(c.logits.data(), c.logits.size() * 4));
+}
+
+TEST_CASE("paged indexer logits are bitwise independent of the thread count", "[indexer][decode]") {
+  const std::string one = hashes_with_threads(1), three = hashes_with_threads(3);
+  INFO("1 thread:\n" << one << "3 threads:\n" << three);
+  REQUIRE(one.find("hash") != std::string::npos);
+  CHECK(one == three);
 }
