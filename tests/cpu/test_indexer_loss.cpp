@@ -826,3 +826,36 @@ TEST_CASE("C ABI: same results as the C++ API, errors reported", "[indexer_loss]
   REQUIRE(dsa_indexer_loss_sparse_run(&sc, nullptr, 0, nullptr) == DSA_STATUS_OK);
   CHECK(std::abs(o.loss.values()[0] - oracle(P).loss) <= 2e-4 * oracle(P).loss_scale);
 }
+
+TEST_CASE("teacher lse from the library's dense and sparse forwards", "[indexer_loss]") {
+  // The intended pipeline: lse from dense_mla_fwd (warm-up) or sparse_mla_fwd (sparse stage).
+  test::Rng rng(114);
+  const Shape sh{40, 40, 3, 24, 3, 8};
+  Problem P = make_problem(rng, sh, DType::kBF16, DType::kBF16, true);
+  const std::vector<float> own = P.lse;
+  std::vector<float> out(sh.s_q * sh.h_q * 16);
+  DenseMlaFwdParams f;
+  f.q = P.q.view({sh.s_q, sh.h_q, sh.d_qk});
+  f.kv = P.kv.view({sh.s_kv, sh.d_qk});
+  f.ks = make_view(P.ks.data(), DType::kI32, {sh.s_q});
+  f.ke = make_view(P.ke.data(), DType::kI32, {sh.s_q});
+  f.out = make_view(out.data(), DType::kF32, {sh.s_q, sh.h_q, 16});
+  f.lse = make_view(P.lse.data(), DType::kF32, {sh.s_q, sh.h_q});
+  f.sm_scale = static_cast<float>(P.tau);
+  REQUIRE(run(f).ok());
+  for (size_t i = 0; i < own.size(); ++i)
+    if (std::isinf(own[i])) CHECK(P.lse[i] == own[i]);
+    else CHECK(std::abs(P.lse[i] - own[i]) <= 1e-5 * std::max(1.0f, std::abs(own[i])));
+  check_against(run_op(P, dense_params, Accum::kF32, DType::kF32), oracle(P), 2e-4);
+  make_sparse(rng, P, 9, true);
+  SparseMlaFwdParams s;
+  s.q = f.q;
+  s.kv = f.kv;
+  s.indices = make_view(P.indices.data(), DType::kI32, {sh.s_q, P.topk});
+  s.topk_length = make_view(P.topk_length.data(), DType::kI32, {sh.s_q});
+  s.out = f.out;
+  s.lse = f.lse;
+  s.sm_scale = f.sm_scale;
+  REQUIRE(run(s).ok());
+  check_against(run_op(P, sparse_params, Accum::kF32, DType::kF32), oracle(P), 2e-4);
+}
