@@ -1,6 +1,6 @@
 /* examples/c_abi — calling libdsa from C: FP8 block quantization and back (SPEC §4.4).
  *
- *   1. dsa_<op>_params_init() fills struct_size, abi_version and the defaults;
+ *   1. DSA_PARAMS_INIT(op, &p) fills struct_size, abi_version and the defaults;
  *   2. describe each tensor with a dsa_tensor (pointer, dtype, shape, element strides);
  *   3. dsa_<op>_run(); on failure dsa_last_error_message() says which argument and why.
  */
@@ -48,14 +48,14 @@ int main(void) {
   for (r = 0; r < ROWS; ++r)
     for (i = 0; i < COLS; ++i) x[r][i] = (float)(sin(0.37 * i + r) * pow(10.0, r - 2));
 
-  if (check(dsa_quantize_params_init(&q), "dsa_quantize_params_init")) return 1;
+  if (check(DSA_PARAMS_INIT(quantize, &q), "dsa_quantize_params_init")) return 1;
   q.x = matrix(x, DSA_DTYPE_F32, ROWS, COLS);
   q.codes = matrix(codes, DSA_DTYPE_E4M3, ROWS, COLS);
   q.scales = matrix(scales, DSA_DTYPE_F32, ROWS, COLS / 128);
   q.scale_format = DSA_SCALE_FORMAT_UE8M0;
   if (check(dsa_quantize_run(&q, NULL, 0, NULL), "dsa_quantize_run")) return 1;
 
-  if (check(dsa_dequantize_params_init(&dq), "dsa_dequantize_params_init")) return 1;
+  if (check(DSA_PARAMS_INIT(dequantize, &dq), "dsa_dequantize_params_init")) return 1;
   dq.codes = q.codes;
   dq.scales = q.scales;
   dq.out = matrix(back, DSA_DTYPE_F32, ROWS, COLS);

@@ -99,6 +99,10 @@ class Dsa:
 
     def quantize_params(self):
         p = DsaQuantizeParams()
+        # Preset the header: the library then writes only this binding's prefix, even when it
+        # is newer (has a longer struct) than this mirror.
+        p.struct_size = ctypes.sizeof(p)
+        p.abi_version = DSA_ABI_VERSION
         self.check(self.lib.dsa_quantize_params_init(ctypes.byref(p)), "dsa_quantize_params_init")
         return p
 

@@ -11,8 +11,8 @@
  * Rules (docs/c_abi.md):
  *   - Types are fixed-width; enums are int32_t with the DSA_* values below (equal to the C++ enums);
  *     bool fields are uint8_t (0 = false); the stream is a `void*` (a cudaStream_t, or NULL).
- *   - Every struct starts with `uint32_t struct_size, abi_version`; call dsa_<op>_params_init()
- *     first. Fields are only ever appended. The library reads the prefix the caller declared in
+ *   - Every struct starts with `uint32_t struct_size, abi_version`; initialise it first with
+ *     DSA_PARAMS_INIT(op, &p) (or dsa_<op>_params_init(&p)). Fields are only ever appended. The library reads the prefix the caller declared in
  *     struct_size and defaults the rest. struct_size must cover at least every dsa_tensor field of
  *     the struct (the scalars after the last tensor may be left out); a different ABI major
  *     version is rejected.
@@ -314,6 +314,15 @@ DSA_DECLARE_C_OP(mla_cache_write)
 DSA_DECLARE_C_OP(sparse_mla_fwd)
 DSA_DECLARE_C_OP(sparse_mla_decode)
 DSA_DECLARE_C_OP(dense_mla_fwd)
+
+/* dsa_<op>_params_init(p) writes the header and the C++ defaults. When p->abi_version already has
+ * this major version and p->struct_size >= 8, that size is the caller's struct and only that
+ * prefix is written (safe when the library is newer than the caller's header); otherwise
+ * sizeof(the library's struct) bytes are written. DSA_PARAMS_INIT presets the header from the
+ * header you compile against: prefer it. */
+#define DSA_PARAMS_INIT(op, p)                                                           \
+  ((p)->struct_size = (uint32_t)sizeof(*(p)), (p)->abi_version = DSA_ABI_VERSION, \
+   dsa_##op##_params_init(p))
 
 #ifdef __cplusplus
 } /* extern "C" */

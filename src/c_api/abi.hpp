@@ -15,6 +15,7 @@
 //   - calls the C++ API, which records the last error; catches every exception.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -48,7 +49,8 @@ constexpr bool tiles(const FieldInfo (&f)[N], size_t begin, size_t struct_size, 
   return align_up(end, struct_align) == struct_size;
 }
 
-// The smallest struct_size accepted: every dsa_tensor field must be present.
+// The smallest struct_size accepted: every dsa_tensor field must be present. This is the ABI 1.0
+// value: a tensor field appended in a later minor version must not raise it (cap it per op then).
 template <size_t N>
 constexpr size_t min_size(const FieldInfo (&f)[N]) {
   size_t end = 8;
@@ -92,34 +94,39 @@ void convert(To& to, const From& from) {
 template <class C>
 struct Traits;  // per op: Cpp, name, c_name, min_size, to_cpp(), from_cpp()
 
-// A failure of the ABI layer itself, recorded as the thread's last error.
-inline dsa_status fail(StatusCode code, std::string message) {
-  return static_cast<dsa_status>(detail::record(Status(code, std::move(message))).code());
-}
-
 inline dsa_status to_c(const Status& s) { return static_cast<dsa_status>(s.code()); }
 
-// Header checks and conversion of the caller's prefix. Returns kOk and fills `out`, or a status.
 template <class C>
-dsa_status load(const C* c, typename Traits<C>::Cpp* out) {
+Status null_params() {
   using T = Traits<C>;
-  if (c == nullptr)
-    return fail(StatusCode::kNullPointer, std::string(T::name) + ": params (" + T::c_name + "*) is null");
+  return Status(StatusCode::kNullPointer, std::string(T::name) + ": params (" + T::c_name + "*) is null");
+}
+
+template <class C>
+Status too_small(uint32_t size) {
+  using T = Traits<C>;
+  return Status(StatusCode::kInvalidArgument,
+                std::string(T::name) + ": " + T::c_name + ".struct_size = " + std::to_string(size) +
+                    " is smaller than the minimal prefix of " + std::to_string(T::min_size) +
+                    " bytes (every dsa_tensor field; sizeof = " + std::to_string(sizeof(C)) + ")");
+}
+
+// Header checks and conversion of the caller's prefix into `out`.
+template <class C>
+Status load(const C* c, typename Traits<C>::Cpp* out) {
+  using T = Traits<C>;
+  if (c == nullptr) return null_params<C>();
   uint32_t size, version;
   std::memcpy(&size, &c->struct_size, 4);
   std::memcpy(&version, &c->abi_version, 4);
   if ((version >> 16) != DSA_ABI_VERSION_MAJOR)
-    return fail(StatusCode::kInvalidArgument,
-                std::string(T::name) + ": " + T::c_name + ".abi_version = " + std::to_string(version) +
-                    " has ABI major version " + std::to_string(version >> 16) +
-                    "; this library implements major " + std::to_string(DSA_ABI_VERSION_MAJOR) +
-                    " (DSA_ABI_VERSION = " + std::to_string(DSA_ABI_VERSION) +
-                    "; call dsa_" + T::name + "_params_init)");
-  if (size < T::min_size)
-    return fail(StatusCode::kInvalidArgument,
-                std::string(T::name) + ": " + T::c_name + ".struct_size = " + std::to_string(size) +
-                    " is smaller than the minimal prefix of " + std::to_string(T::min_size) +
-                    " bytes (every dsa_tensor field; sizeof = " + std::to_string(sizeof(C)) + ")");
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(T::name) + ": " + T::c_name + ".abi_version = " + std::to_string(version) +
+                      " has ABI major version " + std::to_string(version >> 16) +
+                      "; this library implements major " + std::to_string(DSA_ABI_VERSION_MAJOR) +
+                      " (DSA_ABI_VERSION = " + std::to_string(DSA_ABI_VERSION) + "; call dsa_" + T::name +
+                      "_params_init)");
+  if (size < T::min_size) return too_small<C>(size);
   // Start from the defaults, then take every field that lies wholly inside the caller's prefix.
   C local;
   T::from_cpp(typename T::Cpp{}, local);
@@ -128,32 +135,42 @@ dsa_status load(const C* c, typename Traits<C>::Cpp* out) {
     if (offset + bytes <= size) std::memcpy(reinterpret_cast<unsigned char*>(&local) + offset, src + offset, bytes);
   });
   T::to_cpp(local, *out);
-  return DSA_STATUS_OK;
+  return Status();
 }
 
-// Runs `body(cpp_params)` → Status after load(), catching everything.
+// Runs `body(cpp_params)` → Status after load(), catching everything; records the last error.
 template <class C, class Body>
 dsa_status call(const C* c, Body&& body) {
   using T = Traits<C>;
-  Status s = detail::guarded(T::name, [&]() -> Status {
+  return to_c(detail::record(detail::guarded(T::name, [&]() -> Status {
     typename T::Cpp p;
-    const dsa_status st = load(c, &p);
-    if (st != DSA_STATUS_OK) return Status(static_cast<StatusCode>(st), detail::last_error_cstr());
-    return body(p);
-  });
-  return to_c(detail::record(s));
+    Status s = load(c, &p);
+    return s.ok() ? body(p) : s;
+  })));
 }
 
+// Fills the header and the C++ defaults. A caller whose struct may be shorter than the library's
+// (built against an older header) presets struct_size = sizeof(its struct) and abi_version: then
+// only that prefix is written. Without a preset header the whole struct is written.
 template <class C>
 dsa_status params_init(C* c) {
   using T = Traits<C>;
   return to_c(detail::record(detail::guarded(T::name, [&] {
-    if (c == nullptr)
-      return Status(StatusCode::kNullPointer, std::string(T::name) + ": params (" + T::c_name + "*) is null");
-    std::memset(static_cast<void*>(c), 0, sizeof(C));
-    T::from_cpp(typename T::Cpp{}, *c);
-    c->struct_size = static_cast<uint32_t>(sizeof(C));
-    c->abi_version = DSA_ABI_VERSION;
+    if (c == nullptr) return null_params<C>();
+    uint32_t size, version;
+    std::memcpy(&size, &c->struct_size, 4);
+    std::memcpy(&version, &c->abi_version, 4);
+    size_t capacity = sizeof(C);
+    if ((version >> 16) == DSA_ABI_VERSION_MAJOR && size >= 8) {
+      if (size < T::min_size) return too_small<C>(size);
+      capacity = std::min<size_t>(size, sizeof(C));
+    }
+    C local;
+    std::memset(static_cast<void*>(&local), 0, sizeof(C));
+    T::from_cpp(typename T::Cpp{}, local);
+    local.struct_size = static_cast<uint32_t>(capacity);
+    local.abi_version = DSA_ABI_VERSION;
+    std::memcpy(static_cast<void*>(c), &local, capacity);
     return Status();
   })));
 }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -372,6 +373,38 @@ TEMPLATE_TEST_CASE("C ABI: params_init gives the header and the C++ defaults", "
   O::check_defaults(c);
   CHECK(O::init(nullptr) == DSA_STATUS_NULL_POINTER);
   CHECK(std::string(dsa_last_error_message()).find(O::c_name) != std::string::npos);
+
+  // A caller with an older, shorter struct presets its header: only its prefix is written.
+  struct Guarded {
+    typename O::C c;
+    unsigned char after[64];
+  } g;
+  const size_t min = O::min_size();
+  std::memset(&g, 0x5B, sizeof g);
+  g.c.struct_size = static_cast<uint32_t>(min);
+  g.c.abi_version = DSA_ABI_VERSION_MAJOR << 16;
+  REQUIRE(O::init(&g.c) == DSA_STATUS_OK);
+  CHECK(g.c.struct_size == min);
+  CHECK(g.c.abi_version == DSA_ABI_VERSION);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&g);
+  CHECK(std::all_of(bytes + min, bytes + sizeof g, [](unsigned char x) { return x == 0x5B; }));
+  typename O::C full;
+  REQUIRE(O::init(&full) == DSA_STATUS_OK);
+  CHECK(std::memcmp(bytes + 8, reinterpret_cast<const unsigned char*>(&full) + 8, min - 8) == 0);
+  // A preset larger than the library's struct: the library's struct is written, and declared.
+  std::memset(&g, 0x5B, sizeof g);
+  g.c.struct_size = sizeof g;
+  g.c.abi_version = DSA_ABI_VERSION;
+  REQUIRE(O::init(&g.c) == DSA_STATUS_OK);
+  CHECK(g.c.struct_size == sizeof(typename O::C));
+  CHECK(std::all_of(g.after, g.after + sizeof g.after, [](unsigned char x) { return x == 0x5B; }));
+  // A preset below the minimal prefix is rejected, and nothing is written.
+  std::memset(&g, 0x5B, sizeof g);
+  g.c.struct_size = static_cast<uint32_t>(min - 4);
+  g.c.abi_version = DSA_ABI_VERSION;
+  CHECK(O::init(&g.c) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find(std::string(O::c_name) + ".struct_size = ") != std::string::npos);
+  CHECK(std::all_of(bytes + 8, bytes + sizeof g, [](unsigned char x) { return x == 0x5B; }));
 }
 
 TEMPLATE_TEST_CASE("C ABI: a valid problem gives the C++ status, message and bitwise outputs",
@@ -533,7 +566,8 @@ TEST_CASE("C ABI: library calls", "[c_api]") {
 
   // The last error is per thread and is the message of the last failing call (C or C++).
   dsa_quantize_params q;
-  REQUIRE(dsa_quantize_params_init(&q) == DSA_STATUS_OK);
+  REQUIRE(DSA_PARAMS_INIT(quantize, &q) == DSA_STATUS_OK);
+  CHECK(q.struct_size == sizeof q);
   CHECK(dsa_quantize_run(&q, nullptr, 0, nullptr) == DSA_STATUS_NULL_POINTER);
   const std::string msg = dsa_last_error_message();
   CHECK(msg.find("quantize: x") == 0);
