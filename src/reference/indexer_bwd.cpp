@@ -4,9 +4,12 @@
 // (dense: columns [ks, ke); sparse: the valid grad_indices slots, duplicates kept), then
 //   Z = Q_t·Kᵀ [h, n],  dw = ReLU(Z)·g,  dZ = (g·w)·1[Z > 0],  dQ = dZ·K,
 // then dw_raw = dw·2⁻³·fl32(128^-0.5), and dQ → scaled Hadamard (optional) → RoPE by −θ.
-// Pass 2, one thread per range of key rows (deterministic, no atomics): each key row s sums
-// dZᵀ·Q_t over the queries that use it, in (t, slot) order, recomputing z; then the same transforms
-// with the key's position. Results do not depend on the thread count.
+// dk, deterministic without atomics (results do not depend on the thread count):
+//   sparse form: pass 1 also computes dK_t = dZᵀ·Q_t [n, 128]; a block of tokens' dK_t is then
+//     scattered by key-row ranges, each row adding in (t, slot) order;
+//   dense form: pass 2 over key blocks recomputes z against the queries whose [ks, ke) covers the
+//     block and adds dZᵀ·Q_t in t order.
+// Then the same transforms with the key's position.
 #include <Eigen/Core>
 #include <algorithm>
 #include <string>
@@ -97,81 +100,102 @@ Status bwd(const IndexerBwdParams& p) {
   };
   const Acc fold = static_cast<Acc>(0.125f) * static_cast<Acc>(kIndexerInvSqrtDim);  // exact product
 
-  // ---- pass 1: dw_raw and dq_raw, one token per thread --------------------------------------
-  parallel_for(s_q, 1, [&](int64_t t0, int64_t t1) {
-    Mat<Acc> Q(h, kDim), K, Z, dQ;
-    Vec<Acc> g, w(h), dw;
-    std::vector<int64_t> cols;
-    Acc row[kDim];
-    for (int64_t t = t0; t < t1; ++t) {
-      cols.clear();
-      std::vector<Acc> gv;
-      if (sparse) {
-        for (int64_t i = 0; i < k_sel; ++i) {
-          const int32_t c = at<int32_t>(p.grad_indices, t, i);
-          if (c < 0 || c >= s_kv) continue;
-          cols.push_back(c);
-          gv.push_back(static_cast<Acc>(at<float>(p.grad, t, i)));
-        }
-      } else {
-        int64_t ks, ke;
-        row_range(t, &ks, &ke);
-        for (int64_t c = ks; c < ke; ++c) {
-          cols.push_back(c);
-          gv.push_back(static_cast<Acc>(at<float>(p.grad, t, c)));
-        }
-      }
-      const int64_t n = static_cast<int64_t>(cols.size());
-      load_q(t, Q);
-      for (int64_t j = 0; j < h; ++j) w(j) = at<float>(p.weights, t, j);
-      K.resize(n, kDim);
-      g.resize(n);
-      for (int64_t i = 0; i < n; ++i) {
-        g(i) = gv[i];
-        for (int d = 0; d < kDim; ++d) K(i, d) = load_float(p.k, offset(p.k, cols[i], d));
-      }
-      Z.noalias() = Q * K.transpose();  // [h, n]
-      dw.setZero(h);
-      for (int64_t j = 0; j < h; ++j) {
-        Acc sum = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          const Acc z = Z(j, i);
-          sum += g(i) * (z > 0 ? z : Acc(0));
-          Z(j, i) = z > 0 ? g(i) * w(j) : Acc(0);  // Z now holds dZ (ReLU′(0) = 0)
-        }
-        dw(j) = sum;
-      }
-      dQ.noalias() = Z * K;  // [h, 128]
-      const int64_t pos = at<int32_t>(p.q_positions, t);
-      for (int64_t j = 0; j < h; ++j) {
-        store_float(p.dw_raw, offset(p.dw_raw, t, j), static_cast<float>(dw(j) * fold));
-        for (int d = 0; d < kDim; ++d) row[d] = dQ(j, d);
-        transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, pos);
-        for (int d = 0; d < kDim; ++d) store_float(p.dq_raw, offset(p.dq_raw, t, j, d), static_cast<float>(row[d]));
-      }
-    }
-  });
-
-  // ---- pass 2: dk_raw, one range of key rows per thread --------------------------------------
-  // Sparse form: the (t, slot) pairs of each key, in (t, slot) order (counting sort, stable).
-  std::vector<int64_t> start, entries;
+  // ---- pass 1: dw_raw and dq_raw, one token per thread ---------------------------------------
+  // Sparse form: each token also leaves its dk contributions dZᵀ·Q_t [n, 128] (a GEMM) in a block
+  // buffer, which is then scattered deterministically: each thread owns a range of key rows and
+  // adds in (t, slot) order. Dense form: dk comes from the transposed pass 2 below.
+  const int64_t per_token = std::max<int64_t>(1, k_sel * kDim * static_cast<int64_t>(sizeof(Acc)));
+  const int64_t block = sparse ? std::max<int64_t>(1, std::min<int64_t>({64, s_q, (int64_t{64} << 20) / per_token}))
+                               : std::max<int64_t>(1, s_q);
+  std::vector<Acc> dk_acc, stash;
+  std::vector<int32_t> stash_cols;
+  std::vector<int64_t> stash_n;
   if (sparse) {
-    start.assign(static_cast<size_t>(s_kv + 1), 0);
-    for (int64_t t = 0; t < s_q; ++t)
-      for (int64_t i = 0; i < k_sel; ++i) {
-        const int32_t c = at<int32_t>(p.grad_indices, t, i);
-        if (c >= 0 && c < s_kv) ++start[c + 1];
-      }
-    for (int64_t s = 0; s < s_kv; ++s) start[s + 1] += start[s];
-    entries.resize(static_cast<size_t>(start[s_kv]));
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t t = 0; t < s_q; ++t)
-      for (int64_t i = 0; i < k_sel; ++i) {
-        const int32_t c = at<int32_t>(p.grad_indices, t, i);
-        if (c >= 0 && c < s_kv) entries[fill[c]++] = t * k_sel + i;
-      }
+    dk_acc.assign(static_cast<size_t>(s_kv * kDim), Acc(0));
+    stash.resize(static_cast<size_t>(block * k_sel * kDim));
+    stash_cols.resize(static_cast<size_t>(block * k_sel));
+    stash_n.resize(static_cast<size_t>(block));
   }
-  constexpr int64_t kKeyBlock = 64;  // fixed: results do not depend on it either
+  for (int64_t tb = 0; tb < s_q; tb += block) {
+    const int64_t nb = std::min(block, s_q - tb);
+    parallel_for(nb, 1, [&](int64_t b0, int64_t b1) {
+      Mat<Acc> Q(h, kDim), K, Z, dQ;
+      Vec<Acc> g, w(h), dw;
+      std::vector<int64_t> cols;
+      std::vector<Acc> gv;
+      Acc row[kDim];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t t = tb + b;
+        cols.clear();
+        gv.clear();
+        if (sparse) {
+          for (int64_t i = 0; i < k_sel; ++i) {
+            const int32_t c = at<int32_t>(p.grad_indices, t, i);
+            if (c < 0 || c >= s_kv) continue;
+            cols.push_back(c);
+            gv.push_back(static_cast<Acc>(at<float>(p.grad, t, i)));
+          }
+        } else {
+          int64_t ks, ke;
+          row_range(t, &ks, &ke);
+          for (int64_t c = ks; c < ke; ++c) {
+            cols.push_back(c);
+            gv.push_back(static_cast<Acc>(at<float>(p.grad, t, c)));
+          }
+        }
+        const int64_t n = static_cast<int64_t>(cols.size());
+        load_q(t, Q);
+        for (int64_t j = 0; j < h; ++j) w(j) = at<float>(p.weights, t, j);
+        K.resize(n, kDim);
+        g.resize(n);
+        for (int64_t i = 0; i < n; ++i) {
+          g(i) = gv[i];
+          for (int d = 0; d < kDim; ++d) K(i, d) = load_float(p.k, offset(p.k, cols[i], d));
+        }
+        Z.noalias() = Q * K.transpose();  // [h, n]
+        dw.setZero(h);
+        for (int64_t j = 0; j < h; ++j) {
+          Acc sum = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const Acc z = Z(j, i);
+            sum += g(i) * (z > 0 ? z : Acc(0));
+            Z(j, i) = z > 0 ? g(i) * w(j) : Acc(0);  // Z now holds dZ (ReLU′(0) = 0)
+          }
+          dw(j) = sum;
+        }
+        dQ.noalias() = Z * K;  // [h, 128]
+        if (sparse) {
+          Eigen::Map<Mat<Acc>> dK(stash.data() + b * k_sel * kDim, n, kDim);
+          dK.noalias() = Z.transpose() * Q;
+          for (int64_t i = 0; i < n; ++i) stash_cols[b * k_sel + i] = static_cast<int32_t>(cols[i]);
+          stash_n[b] = n;
+        }
+        const int64_t pos = at<int32_t>(p.q_positions, t);
+        for (int64_t j = 0; j < h; ++j) {
+          store_float(p.dw_raw, offset(p.dw_raw, t, j), static_cast<float>(dw(j) * fold));
+          for (int d = 0; d < kDim; ++d) row[d] = dQ(j, d);
+          transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, pos);
+          for (int d = 0; d < kDim; ++d) store_float(p.dq_raw, offset(p.dq_raw, t, j, d), static_cast<float>(row[d]));
+        }
+      }
+    });
+    if (!sparse) continue;
+    parallel_for(s_kv, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t i = 0; i < stash_n[b]; ++i) {
+          const int64_t s = stash_cols[b * k_sel + i];
+          if (s < r0 || s >= r1) continue;
+          const Acc* src = stash.data() + (b * k_sel + i) * kDim;
+          Acc* dst = dk_acc.data() + s * kDim;
+          for (int d = 0; d < kDim; ++d) dst[d] += src[d];
+        }
+    });
+  }
+
+  // ---- pass 2: dk_raw, one range of key rows per thread ---------------------------------------
+  // Dense form: each key block recomputes z against the queries whose range covers it, in t
+  // order (no atomics; the sum order is fixed by the problem, not by the threads).
+  constexpr int64_t kKeyBlock = 64;  // fixed: results do not depend on the thread count
   const int64_t key_blocks = (s_kv + kKeyBlock - 1) / kKeyBlock;
   parallel_for(key_blocks, 1, [&](int64_t kb0, int64_t kb1) {
     Mat<Acc> Q(h, kDim), K, Z, dK(kKeyBlock, kDim);
@@ -179,23 +203,11 @@ Status bwd(const IndexerBwdParams& p) {
     Acc row[kDim];
     for (int64_t kb = kb0; kb < kb1; ++kb) {
       const int64_t s0 = kb * kKeyBlock, s1 = std::min(s_kv, s0 + kKeyBlock), m = s1 - s0;
-      dK.setZero();
       if (sparse) {
-        K.resize(1, kDim);
-        for (int64_t s = s0; s < s1; ++s) {
-          if (start[s] == start[s + 1]) continue;
-          for (int d = 0; d < kDim; ++d) K(0, d) = load_float(p.k, offset(p.k, s, d));
-          for (int64_t e = start[s]; e < start[s + 1]; ++e) {
-            const int64_t t = entries[e] / k_sel, i = entries[e] % k_sel;
-            const Acc g = at<float>(p.grad, t, i);
-            load_q(t, Q);
-            Z.noalias() = Q * K.transpose();  // [h, 1]
-            for (int64_t j = 0; j < h; ++j)
-              Z(j, 0) = Z(j, 0) > 0 ? g * static_cast<Acc>(at<float>(p.weights, t, j)) : Acc(0);
-            dK.row(s - s0).noalias() += Z.transpose() * Q;
-          }
-        }
+        for (int64_t s = s0; s < s1; ++s)
+          for (int d = 0; d < kDim; ++d) dK(s - s0, d) = dk_acc[s * kDim + d];
       } else {
+        dK.setZero();
         K.resize(m, kDim);
         for (int64_t s = s0; s < s1; ++s)
           for (int d = 0; d < kDim; ++d) K(s - s0, d) = load_float(p.k, offset(p.k, s, d));
