@@ -26,8 +26,12 @@ struct HadRun {
   int64_t n, stride;
   std::vector<bf16_t> x, out;
   HadamardParams p;
-  HadRun(test::Rng& rng, int64_t n_, int64_t pad, double scale = 1.0) : n(n_), stride(128 + pad) {
+  // wide: each element scaled by 2^U[-20, 20], so fp32 partial sums round and the butterfly order
+  // becomes visible in the bits (with a narrow range the fp32 sums of bf16 values are exact).
+  HadRun(test::Rng& rng, int64_t n_, int64_t pad, double scale = 1.0, bool wide = false) : n(n_), stride(128 + pad) {
     x = test::randn_bf16(rng, std::max<int64_t>(n * stride, 1), scale, 0.05, 1e30);
+    if (wide)
+      for (auto& v : x) v = float_to_bf16(std::ldexp(bf16_to_float(v), static_cast<int>(rng.integer(-20, 20))));
     out.resize(x.size());
     test::poison_float(out);
     p.x = make_view(x.data(), DType::kBF16, {n, 128}, {stride, 1});
@@ -61,11 +65,12 @@ TEST_CASE("Sylvester H128: orthonormal and self-inverse in float64", "[hadamard]
 
 TEST_CASE("hadamard: reference vs float64 matrix product and the fp32 butterfly", "[hadamard]") {
   test::Rng rng(301);
-  struct Shape { int64_t n, pad; double scale; };
-  for (const Shape& sh : {Shape{1, 0, 1.0}, Shape{3, 0, 0.1}, Shape{257, 0, 1.0}, Shape{19, 72, 3.0},
-                          Shape{64, 5, 1e-3}, Shape{0, 0, 1.0}}) {
-    INFO("n " << sh.n << " pad " << sh.pad << " scale " << sh.scale);
-    HadRun h(rng, sh.n, sh.pad, sh.scale);
+  struct Shape { int64_t n, pad; double scale; bool wide; };
+  for (const Shape& sh : {Shape{1, 0, 1.0, false}, Shape{3, 0, 0.1, false}, Shape{257, 0, 1.0, false},
+                          Shape{19, 72, 3.0, false}, Shape{64, 5, 1e-3, false}, Shape{0, 0, 1.0, false},
+                          Shape{200, 0, 1.0, true}, Shape{7, 9, 1e-2, true}}) {
+    INFO("n " << sh.n << " pad " << sh.pad << " scale " << sh.scale << " wide " << sh.wide);
+    HadRun h(rng, sh.n, sh.pad, sh.scale, sh.wide);
     // A few rows with outliers (what the rotation is for).
     if (sh.n > 2) h.x[h.stride + 17] = float_to_bf16(static_cast<float>(50 * sh.scale));
     Status s = run(h.p);
