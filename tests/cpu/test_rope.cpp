@@ -447,3 +447,52 @@ TEST_CASE("rope apply: bad arguments are rejected by name, nothing written", "[r
   CHECK(std::memcmp(r.x.data(), x0.data(), x0.size() * 2) == 0);
   for (auto v : r.out) CHECK(v.bits == 0xFFFF);
 }
+
+TEST_CASE("rope apply: products are rounded before the sum (no FMA), on cancelling inputs", "[rope]") {
+  // With random data a fused multiply-add almost never changes the bf16 result. Here each pair is
+  // built so that a·c ≈ b·s (catastrophic cancellation), where rounding a·c first matters; the
+  // table is the caller's (SPEC §3.3 allows custom tables), one row per token.
+  test::Rng rng(205);
+  const int64_t n = 64;
+  std::vector<float> cos(n * 32), sin(n * 32);
+  std::vector<bf16_t> x(n * 64), out(n * 64);
+  std::vector<int32_t> pos(n);
+  for (int64_t t = 0; t < n; ++t) {
+    pos[t] = static_cast<int32_t>(t);
+    for (int i = 0; i < 32; ++i) {
+      float a, b, c, s;
+      do {
+        a = round_bf16(static_cast<float>(rng.uniform(0.5, 2.0)));
+        b = round_bf16(static_cast<float>(rng.uniform(0.5, 2.0)));
+        c = static_cast<float>(rng.uniform(0.1, 1.0));
+        s = oracle::f32(static_cast<double>(a) * c / b);
+      } while (s > 1.0f);
+      x[t * 64 + i] = float_to_bf16(a);
+      x[t * 64 + i + 32] = float_to_bf16(b);
+      cos[t * 32 + i] = c;
+      sin[t * 32 + i] = s;
+    }
+  }
+  test::poison_float(out);
+  RopeParams p;
+  p.x = make_view(x.data(), DType::kBF16, {n, 1, 64});
+  p.out = make_view(out.data(), DType::kBF16, {n, 1, 64});
+  p.positions = make_view(pos.data(), DType::kI32, {n});
+  p.cos = make_view(cos.data(), DType::kF32, {n, 32});
+  p.sin = make_view(sin.data(), DType::kF32, {n, 32});
+  REQUIRE(run(p).ok());
+  int64_t bad = 0, fused_differs = 0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int i = 0; i < 32; ++i) {
+      const float a = bf16_to_float(x[t * 64 + i]), b = bf16_to_float(x[t * 64 + i + 32]);
+      const float c = cos[t * 32 + i], s = sin[t * 32 + i];
+      float ya, yb;
+      oracle::rope_pair(a, b, c, s, &ya, &yb);
+      const double fused = oracle::bf16_round(oracle::f32(static_cast<double>(a) * c - oracle::mul(b, s)));
+      fused_differs += fused != oracle::bf16_round(ya);
+      bad += out[t * 64 + i].bits != oracle::bf16_bits_of(oracle::bf16_round(ya));
+      bad += out[t * 64 + i + 32].bits != oracle::bf16_bits_of(oracle::bf16_round(yb));
+    }
+  CHECK(fused_differs > 100);  // the data can tell the two apart
+  CHECK(bad == 0);
+}
