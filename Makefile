@@ -48,7 +48,7 @@ build: configure
 
 demo: configure
 	cmake --build "$(BUILD_DIR)" -j$(JOBS) --target dsa_demo
-	@echo "== demo: one DSA layer on the default problem (see examples/demo/README.md for flags)"
+	@echo "== demo: one DSA layer on the default problem (flags: $(BUILD_DIR)/examples/demo/dsa_demo --help)"
 	"$(BUILD_DIR)/examples/demo/dsa_demo" $(DEMO_ARGS)
 
 test: build
