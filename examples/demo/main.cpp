@@ -28,7 +28,7 @@
 
 #include "dsa/dsa.hpp"
 
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
 #include <cuda_runtime_api.h>
 #endif
 
@@ -396,7 +396,7 @@ dsa::SparseMlaFwdParams sparse_params(const Options& o, const Problem& p, void* 
 
 // ---- CUDA helpers --------------------------------------------------------------------------------
 
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
 struct DevBuf {
   void* p = nullptr;
   size_t bytes = 0;
@@ -559,7 +559,7 @@ int main(int argc, char** argv) {
   // ---- CUDA availability ----
   bool use_cuda = false;
   std::string cuda_note;
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
   int ndev = 0;
   const cudaError_t ce = cudaGetDeviceCount(&ndev);
   if (o.device != "cpu") {
@@ -640,7 +640,7 @@ int main(int argc, char** argv) {
         fail(r, "cos/sin differ from float64 YaRN by " + fmt("%.2e", r.m.max_abs) + " > " +
                     fmt("%.2e", bound));
     }
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
     if (use_cuda) {
       DevBuf dc(cos_t.size() * 4), ds(sin_t.size() * 4);
       dc.poison();
@@ -726,7 +726,7 @@ int main(int argc, char** argv) {
         if (!(r.m.rel_l2 <= 0.07) || r.m.special_mismatch)
           fail(r, "dequantized q/k vs float64 RoPE+Hadamard: rel-L2 " + fmt("%.3e", r.m.rel_l2) + " > 0.07");
       }
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
       if (use_cuda) {
         DevBuf dq(idx_q), dw(idx_w), dk(idx_k), dpos(positions), dcos(cos_t), dsin(sin_t), dslots(slots);
         DevBuf dqo(q_fp8.size()), dwo(w_fold.size() * 4), dko(k_fp8.size()), dkso(k_scale.size() * 4);
@@ -862,7 +862,7 @@ int main(int argc, char** argv) {
         else rt.status = "ok (unique, in range, causal, exact top-k order)";
         have_topk = rt.ok;
       }
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
       if (use_cuda) {
         // The first query chunk on the device, on the CPU's own FP8 inputs and scores.
         const int64_t rows = std::min(chunk, T);
@@ -961,7 +961,7 @@ int main(int argc, char** argv) {
         if (r.ok) r.status = "ok (k_pe exact, FP8 error within e4m3 half-ulp)";
       }
     }
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
     if (use_cuda) {
       DevBuf dkv(mla_kv), dslots(slots), dcache(std::vector<uint8_t>(mla_cache.size(), 0));
       const dsa::MlaCacheWriteParams pd = cache_params(o, P, dkv.p, dslots.p, dcache.p);
@@ -1017,7 +1017,7 @@ int main(int argc, char** argv) {
           fail(r, "lse vs float64: " + std::to_string(ml.elem_fail) + " outside tolerance, max abs " + fmt("%.2e", ml.max_abs));
         if (r.ok) r.status = "ok (vs float64 on " + std::to_string(check.size()) + " rows; lse max abs " + fmt("%.1e", ml.max_abs) + ")";
       }
-#if defined(DSA_DEMO_CUDA)
+#if defined(DSA_WITH_CUDA)
       if (use_cuda) {
         DevBuf dq(mla_q), dkv(kv_fp8), didx(indices), dout(out.size() * 2), dlse(lse.size() * 4), dml(lse.size() * 4);
         dout.poison();
