@@ -63,7 +63,7 @@ struct Case {
       int32_t* row = &idx[t * c.topk];
       const bool empty = c.invalid_rows && (t == 1 || rng.uniform() < 0.02);
       const int64_t max_valid = c.dups ? c.topk : std::min(c.topk, c.s_kv);
-      const int64_t nv = empty ? 0 : (rng.uniform() < 0.5 ? max_valid : rng.integer(1, max_valid));
+      const int64_t nv = empty || max_valid == 0 ? 0 : (rng.uniform() < 0.5 ? max_valid : rng.integer(1, max_valid));
       for (int64_t i = 0; i < nv; ++i) {
         if (c.dups) {
           row[i] = static_cast<int32_t>(rng.integer(0, c.s_kv - 1));
@@ -410,4 +410,30 @@ TEST_CASE("sparse_mla_fwd: 4K-token V3.2 layer timing", "[sparse_mla_fwd][.slow]
   for (float v : lse) REQUIRE(std::isfinite(v));
   for (size_t i = 0; i < out.size(); i += 4099) REQUIRE(std::isfinite(bf16_to_float(out[i])));
   CHECK(std::min(sec, cpu / 2) < 60.0);
+}
+
+TEST_CASE("sparse_mla_fwd: empty shapes and an empty kv", "[sparse_mla_fwd]") {
+  test::Rng rng(0x5f06);
+  SECTION("s_kv = 0: every slot invalid, every row empty") {
+    Config c;
+    c.s_q = 3; c.h = 2; c.s_kv = 0; c.topk = 8; c.sentinels = true;
+    Case k(c, rng);
+    k.p.kv.data = nullptr;  // zero elements: may be null, and is never read
+    k.poison();
+    REQUIRE(run(k.p).ok());
+    for (float v : k.lse) CHECK(v == std::numeric_limits<float>::infinity());
+    for (float v : k.ml) CHECK(v == -std::numeric_limits<float>::infinity());
+    for (bf16_t v : k.outb) REQUIRE(v.bits == 0);
+  }
+  SECTION("s_q = 0 and h_q = 0 are no-ops") {
+    for (int which = 0; which < 2; ++which) {
+      Config c;
+      c.s_q = which == 0 ? 0 : 2; c.h = which == 0 ? 4 : 0; c.s_kv = 10; c.topk = 4;
+      Case k(c, rng);
+      k.poison();
+      const Status s = run(k.p);
+      INFO(s.message());
+      CHECK(s.ok());
+    }
+  }
 }
