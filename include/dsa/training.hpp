@@ -17,7 +17,8 @@ namespace dsa {
 //   D = Σ_{d<d_v} out·dout,  P_i = exp(τ·q·kv_i − lse),  dZ_i = P_i·(dout·v_i − D)
 //   dq = τ·Σ_i dZ_i·kv_i,    dkv_s += τ·dZ_i·q (all d_qk dims) + P_i·dout (dims [0, d_v))
 // fp32 accumulation; dkv is accumulated in fp32 and cast once at the end. dkv is deterministic:
-// every row sums its contributions in (t, h, i) order, independent of the thread count. A row
+// every row adds its per-(t, slot) contributions in (t, slot) order, independent of the thread
+// count (bitwise reproducible). A row
 // whose lse is +∞ (no valid slot in the forward) gets dq = 0; rows of dkv no slot refers to get 0.
 // d_qk = 576, d_v = 512 in V3.2 (the CUDA fast path); the CPU reference takes any d_v ≤ d_qk.
 struct SparseMlaBwdParams {
@@ -45,7 +46,7 @@ struct SparseMlaBwdParams {
 // then dw_raw = dw·2⁻³·fl32(128^-0.5); dq, dk ← scaled Hadamard (its own transpose) when
 // `hadamard`; then the inverse non-interleaved RoPE (rotation by −θ) on dims [0, 64); dims
 // [64, 128) pass through. All math in fp32 (fp64 with Accum::kF64); dk is deterministic (each key
-// row sums its contributions in (t, j) order, independent of the thread count).
+// row has one owner thread and a fixed summation order: bitwise independent of the thread count).
 //
 // G comes in one of two forms:
 //   dense  (grad_indices absent): grad [s_q, s_kv]; row t uses columns [ks[t], ke[t]) only (ks/ke

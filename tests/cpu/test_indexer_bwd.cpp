@@ -279,6 +279,8 @@ TEST_CASE("indexer_bwd matches the float64 SPEC formulas", "[indexer_bwd]") {
       {3, 0, 2, 2, true, true, false, DType::kF32, DType::kF32},
       {6, 10, 8, 0, false, false, true, DType::kF32, DType::kF32, true},  // exact zeros of z
       {6, 10, 8, 5, true, true, false, DType::kBF16, DType::kF32, true},
+      {70, 30, 2, 8, true, false, false, DType::kF32, DType::kF32},   // > 1 token block (64)
+      {70, 130, 2, 0, false, false, true, DType::kBF16, DType::kF32}, // 3 key blocks
   };
   for (const Config& c : configs) {
     Problem P = make_problem(rng, c);
