@@ -5,11 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
@@ -858,4 +861,45 @@ TEST_CASE("teacher lse from the library's dense and sparse forwards", "[indexer_
   s.sm_scale = f.sm_scale;
   REQUIRE(run(s).ok());
   check_against(run_op(P, sparse_params, Accum::kF32, DType::kF32), oracle(P), 2e-4);
+}
+
+// Prints a hash of every output of one dense and one sparse call (run by the next test in child
+// processes with different DSA_NUM_THREADS; hidden from the normal run).
+TEST_CASE("indexer loss output hash", "[.loss_hash]") {
+  test::Rng rng(115);
+  Problem P = make_problem(rng, {150, 150, 3, 32, 4, 16}, DType::kBF16, DType::kBF16, true);
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const Outputs& o) {
+    for (const Output* x : {&o.loss, &o.kl, &o.dq, &o.dk, &o.dw})
+      for (float v : x->f) {
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        h = (h ^ bits) * 1099511628211ull;
+      }
+  };
+  mix(run_op(P, dense_params, Accum::kF32, DType::kF32));
+  make_sparse(rng, P, 23, true);
+  mix(run_op(P, sparse_params, Accum::kF32, DType::kF32));
+  std::printf("LOSSHASH %016llx\n", static_cast<unsigned long long>(h));
+}
+
+TEST_CASE("results do not depend on the thread count", "[indexer_loss]") {
+  char exe[4096] = {};
+  REQUIRE(readlink("/proc/self/exe", exe, sizeof exe - 1) > 0);
+  std::vector<std::string> hashes;
+  for (int threads : {1, 2, 3, 7}) {
+    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) +
+                            " '" + std::string(exe) + "' '[.loss_hash]' --rng-seed " + std::to_string(test::run_seed()) + " 2>&1";
+    FILE* f = popen(cmd.c_str(), "r");
+    REQUIRE(f != nullptr);
+    char line[256];
+    std::string hash;
+    while (std::fgets(line, sizeof line, f))
+      if (std::strncmp(line, "LOSSHASH ", 9) == 0) hash = line + 9;
+    CHECK(pclose(f) == 0);
+    INFO("DSA_NUM_THREADS=" << threads);
+    REQUIRE(!hash.empty());
+    hashes.push_back(hash);
+  }
+  for (const std::string& h : hashes) CHECK(h == hashes[0]);
 }
