@@ -301,6 +301,8 @@ TEST_CASE("sparse_mla_bwd matches the float64 SPEC formulas", "[sparse_mla_bwd]"
       {1, 1, 1, 8, 4, 1},        {3, 7, 2, 16, 8, 5},    {5, 40, 4, 64, 32, 70},  // topk > s_kv
       {9, 33, 3, 48, 48, 17},    {0, 5, 2, 8, 8, 4},     {4, 0, 2, 8, 8, 3},      // empty problems
       {6, 300, 16, 576, 512, 64}, {2, 50, 128, 576, 512, 32},                      // V3.2 dims
+      {70, 20, 2, 16, 8, 6},                                      // > 1 token block (64)
+      {7, 50, 2, 576, 512, 4096},  // scratch-bounded blocks (3 tokens at f64), many duplicates
   };
   const DType dts[] = {DType::kBF16, DType::kF32};
   for (const Shape& sh : shapes)
@@ -584,6 +586,10 @@ TEST_CASE("sparse_mla_bwd rejects bad input, naming the argument, writing nothin
     expect_failure(p, P, StatusCode::kInvalidArgument, "q.stride[2]");
     p = good, p.q.data = nullptr;
     expect_failure(p, P, StatusCode::kNullPointer, "q is null");
+    p = good, p.q.data = static_cast<char*>(p.q.data) + 1;
+    expect_failure(p, P, StatusCode::kMisaligned, "q = ");
+    p = good, p.q.shape[0] = -3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "q.shape[0] = -3");
   }
   SECTION("kv") {
     p.kv.shape[1] = 12;
