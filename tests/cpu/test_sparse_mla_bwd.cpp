@@ -736,3 +736,36 @@ TEST_CASE("sparse_mla_bwd through the C ABI equals the C++ API", "[sparse_mla_bw
   c.struct_size = sizeof(c);
   CHECK(dsa_sparse_mla_bwd_run_reference(&c, 5) == DSA_STATUS_INVALID_ARGUMENT);
 }
+
+TEST_CASE("sparse_mla_bwd consumes the library forward's out and lse", "[sparse_mla_bwd]") {
+  // OP-SMLA-FWD writes out/lse; the backward on them must match the float64 oracle run on the
+  // float64 forward's out/lse (same validity rules, topk_length, natural-log lse, empty rows).
+  test::Rng rng(0xf0b);
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    Options o;
+    o.in = o.out = dt;
+    o.grad = DType::kF32;
+    o.value_scale = 0.5;
+    Problem P = make_problem(rng, {9, 31, 4, 64, 48, 12}, o);
+    std::vector<double> dq_ref, dkv_ref;
+    backward_f64(P, &dq_ref, &dkv_ref);  // on the float64 forward's out (stored) and lse
+    SparseMlaFwdParams f;
+    f.q = P.q.view();
+    f.kv = P.kv.view();
+    f.indices = P.idx.view();
+    f.topk_length = P.len.view();
+    f.out = P.out.view();
+    f.lse = P.lse.view();
+    f.sm_scale = o.sm_scale;
+    P.out.poison();
+    P.lse.poison();
+    const Status s = run(f);
+    INFO(s.message());
+    REQUIRE(s.ok());
+    for (int64_t t = 0; t < 9; ++t)
+      if (!P.row_valid[t]) CHECK(std::isinf(P.lse.get(t * 4)));
+    run_ok(P.params());
+    check_close("dq (library forward)", P.dq.values(), dq_ref, kSparseBwd);
+    check_close("dkv (library forward)", P.dkv.values(), dkv_ref, kSparseBwd);
+  }
+}
