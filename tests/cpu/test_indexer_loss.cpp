@@ -585,6 +585,19 @@ TEST_CASE("sum vs mean reduction, coefficient and row mask", "[indexer_loss]") {
   // Sum with coefficient: everything scales by c.
   const Outputs s3 = run_op(P, dense_params, Accum::kF64, DType::kF64, LossReduction::kSum, -3.0f);
   CHECK(std::abs(s3.loss.values()[0] + 3.0 * s1.loss.values()[0]) <= 1e-12 * std::abs(s3.loss.values()[0]));
+  // An i32 row mask is read the same way (non-zero = valid row).
+  {
+    std::vector<int32_t> mask32(P.mask.begin(), P.mask.end());
+    for (auto& m : mask32) m *= 7;
+    Outputs o;
+    o.alloc(sh, DType::kF64);
+    IndexerLossDenseParams p = dense_params(P, o);
+    p.row_mask = make_view(mask32.data(), DType::kI32, {sh.s_q});
+    p.reduction = LossReduction::kMean;
+    p.coefficient = 2.5f;
+    REQUIRE(ref::run(p, Accum::kF64).ok());
+    CHECK(o.bitwise_equal(mc));
+  }
   // All rows masked: loss 0, N clamps to 1 (no division by zero).
   P.mask.assign(sh.s_q, 0);
   const Outputs none = run_op(P, dense_params, Accum::kF32, DType::kF32, LossReduction::kMean, 1.0f);
@@ -612,6 +625,11 @@ TEST_CASE("rows with empty valid sets give zero loss and zero gradient", "[index
   Problem E = make_problem(rng, {4, 0, 2, 8, 2, 8}, DType::kF32, DType::kF32, false);
   const Outputs e = run_op(E, dense_params, Accum::kF32, DType::kF32);
   CHECK(e.loss.values()[0] == 0.0);
+  // No query rows (s_q = 0): loss 0 and dk_idx all zero.
+  Problem Z = make_problem(rng, {0, 5, 2, 8, 2, 8}, DType::kF32, DType::kF32, false);
+  const Outputs z = run_op(Z, dense_params, Accum::kF32, DType::kF32);
+  CHECK(z.loss.values()[0] == 0.0);
+  for (double v : z.dk.values()) CHECK(v == 0.0);
   // Empty sparse rows: every slot invalid.
   make_sparse(rng, P, 4, false);
   std::fill(P.indices.begin(), P.indices.begin() + 4, -1);
