@@ -258,3 +258,26 @@ TEST_CASE("dense_mla_fwd rejects bad input for every argument and writes nothing
   CHECK(mla_test::all_bytes(k.ml, 0xFF));
   mla_test::expect_failure(ref::run(p, Accum::kF64), code, "dense_mla_fwd", needle);
 }
+
+// Hash of every output (run by the next test in child processes with different DSA_NUM_THREADS).
+TEST_CASE("dense_mla_fwd output hash", "[.dense_mla_hash]") {
+  test::Rng rng(0xde06);
+  Case k(90, 8, 576, 512, 2600, DType::kBF16, DType::kBF16, rng);
+  for (int64_t t = 0; t < 90; ++t) {
+    k.ks[t] = static_cast<int32_t>(t < 45 ? 0 : 100 + t);
+    k.ke[t] = static_cast<int32_t>(t < 45 ? 2560 - t : 2600);  // > one key chunk
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (Accum acc : {Accum::kF32, Accum::kF64}) {
+    k.poison();
+    REQUIRE(ref::run(k.p, acc).ok());
+    mla_test::hash_bytes(h, k.outb);
+    mla_test::hash_bytes(h, k.lse);
+    mla_test::hash_bytes(h, k.ml);
+  }
+  std::printf("MLAHASH %016llx\n", static_cast<unsigned long long>(h));
+}
+
+TEST_CASE("dense_mla_fwd results do not depend on the thread count", "[dense_mla]") {
+  mla_test::expect_thread_count_invariant("[.dense_mla_hash]");
+}

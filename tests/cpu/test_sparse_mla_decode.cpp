@@ -397,3 +397,23 @@ TEST_CASE("sparse_mla_decode rejects bad input for every argument and writes not
   CHECK(mla_test::all_bytes(k.lse, 0xFF));
   mla_test::expect_failure(ref::run(p, Accum::kF64), code, "sparse_mla_decode", needle);
 }
+
+// Hash of every output (run by the next test in child processes with different DSA_NUM_THREADS).
+TEST_CASE("sparse_mla_decode output hash", "[.sparse_mla_decode_hash]") {
+  test::Rng rng(0xdec6);
+  Config c;
+  c.b = 3; c.s_q = 3; c.h = 16; c.topk = 200; c.lengths = true; c.flashmla_lse = true;
+  Case k(c, rng);
+  uint64_t h = 1469598103934665603ull;
+  for (Accum acc : {Accum::kF32, Accum::kF64}) {
+    k.poison();
+    REQUIRE(ref::run(k.p, acc).ok());
+    mla_test::hash_bytes(h, k.outb);
+    mla_test::hash_bytes(h, k.lse);
+  }
+  std::printf("MLAHASH %016llx\n", static_cast<unsigned long long>(h));
+}
+
+TEST_CASE("sparse_mla_decode results do not depend on the thread count", "[sparse_mla_decode]") {
+  mla_test::expect_thread_count_invariant("[.sparse_mla_decode_hash]");
+}
