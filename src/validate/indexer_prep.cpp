@@ -83,6 +83,7 @@ void validate(const IndexerPrepParams& p, ArgCheck& c) {
     for (int i = 0; i < count; ++i)
       if (i != o && (i < kFirstOutput || i < o))
         require_no_overlap(c, all[o].name, *all[o].v, all[i].name, *all[i].v);
+  for (int o = kFirstOutput; o < count; ++o) require_distinct_elements(c, all[o].name, *all[o].v);
 }
 
 }  // namespace dsa::detail

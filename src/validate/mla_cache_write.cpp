@@ -16,6 +16,7 @@ void validate(const MlaCacheWriteParams& p, ArgCheck& c) {
     c.tensor("cache", p.cache, {"num_blocks", "P", "656"}, kU8 | kBF16);
   require_no_overlap(c, "cache", p.cache, "kv", p.kv);
   require_no_overlap(c, "cache", p.cache, "slot_mapping", p.slot_mapping);
+  require_distinct_elements(c, "cache", p.cache);
 }
 
 }  // namespace dsa::detail

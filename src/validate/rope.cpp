@@ -27,6 +27,7 @@ void validate(const RopeParams& p, ArgCheck& c) {
   require_no_overlap(c, "out", p.out, "positions", p.positions);
   require_no_overlap(c, "out", p.out, "cos", p.cos);
   require_no_overlap(c, "out", p.out, "sin", p.sin);
+  require_distinct_elements(c, "out", p.out);
 }
 
 }  // namespace dsa::detail

@@ -27,6 +27,8 @@ void validate(const RopeTableParams& p, ArgCheck& c) {
               (double)p.beta_slow);
   }
   require_no_overlap(c, "sin", p.sin, "cos", p.cos);
+  require_distinct_elements(c, "cos", p.cos);
+  require_distinct_elements(c, "sin", p.sin);
 }
 
 }  // namespace dsa::detail

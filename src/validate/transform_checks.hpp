@@ -31,6 +31,34 @@ inline bool views_identical(const TensorView& a, const TensorView& b) {
   return true;
 }
 
+// An output whose elements alias one another (e.g. a zero or too small stride) would make the
+// result depend on the write order. Sufficient condition: with the dims of size > 1 sorted by
+// stride, each stride exceeds the largest offset reachable through the smaller ones.
+inline void require_distinct_elements(ArgCheck& c, const char* name, const TensorView& t) {
+  if (!c.ok() || !t.present() || t.numel() <= 1) return;
+  int dims[kMaxRank];
+  int k = 0;
+  for (int i = 0; i < t.rank; ++i)
+    if (t.shape[i] > 1) dims[k++] = i;
+  for (int a = 1; a < k; ++a)  // insertion sort by stride (k ≤ 4)
+    for (int b = a; b > 0 && t.stride[dims[b]] < t.stride[dims[b - 1]]; --b) {
+      const int tmp = dims[b];
+      dims[b] = dims[b - 1];
+      dims[b - 1] = tmp;
+    }
+  int64_t reach = 0;  // largest offset addressed by the dims sorted so far
+  for (int j = 0; j < k; ++j) {
+    const int d = dims[j];
+    if (t.stride[d] <= reach) {
+      c.fail(StatusCode::kInvalidArgument,
+             "%s.stride[%d] = %lld makes elements of %s overlap (outputs need distinct elements)", name, d,
+             static_cast<long long>(t.stride[d]), name);
+      return;
+    }
+    reach += (t.shape[d] - 1) * t.stride[d];
+  }
+}
+
 // Output `out` must not overlap `in` (unless `in_place_ok` and the views are identical).
 inline void require_no_overlap(ArgCheck& c, const char* out_name, const TensorView& out,
                                const char* in_name, const TensorView& in, bool in_place_ok = false) {

@@ -163,6 +163,7 @@ TEST_CASE("hadamard: bad arguments are rejected by name, nothing written", "[had
   SECTION("out rows") { h.p.out.shape[0] = 3; expect_failure(run(h.p), StatusCode::kInvalidArgument, "out.shape[0] = 3 does not match n = 4"); }
   SECTION("out misaligned") { h.p.out.data = reinterpret_cast<char*>(h.out.data()) + 1; expect_failure(run(h.p), StatusCode::kMisaligned, "out"); }
   SECTION("out overflowing strides") { h.p.out.stride[0] = int64_t{1} << 62; expect_failure(run(h.p), StatusCode::kInvalidArgument, "out: shape and strides address"); }
+  SECTION("out rows alias") { h.p.out.stride[0] = 64; expect_failure(run(h.p), StatusCode::kInvalidArgument, "out.stride[0] = 64 makes elements of out overlap"); }
   SECTION("out partially overlaps x") { h.p.out.data = h.x.data() + 128; expect_failure(run(h.p), StatusCode::kInvalidArgument, "out overlaps x"); }
   CHECK(std::memcmp(h.x.data(), x0.data(), x0.size() * 2) == 0);
   for (auto v : h.out) CHECK(v.bits == 0xFFFF);

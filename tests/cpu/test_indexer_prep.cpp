@@ -435,6 +435,7 @@ TEST_CASE("indexer_prep: bad arguments are rejected by name, nothing written", "
     c.p.k_out = c.p.k_scale_out = TensorView{};
     expect_failure(run(c.p), StatusCode::kInvalidArgument, "k_cache is given in exact mode");
   }
+  SECTION("k_cache pages alias") { c.p.k_cache.stride[0] = 100; expect_failure(run(c.p), StatusCode::kInvalidArgument, "k_cache.stride[0] = 100 makes elements of k_cache overlap"); }
   SECTION("k_cache overlaps k") { c.p.k_cache.data = c.k.data(); expect_failure(run(c.p), StatusCode::kInvalidArgument, "k_cache overlaps k"); }
   SECTION("page_block_size") { c.p.page_block_size = 0; expect_failure(run(c.p), StatusCode::kInvalidArgument, "page_block_size = 0 must be positive"); }
   SECTION("slot_mapping missing") { c.p.slot_mapping = TensorView{}; expect_failure(run(c.p), StatusCode::kNullPointer, "slot_mapping is required"); }

@@ -240,6 +240,7 @@ TEST_CASE("mla_cache_write: bad arguments are rejected by name, nothing written"
   SECTION("bf16 cache width") { c.p.cache = make_view(c.bytes.data(), DType::kBF16, {2, 4, 328}); expect_failure(run(c.p), StatusCode::kUnsupportedShape, "cache.shape[2] = 328, expected 576"); }
   SECTION("cache rank") { c.p.cache = make_view(c.bytes.data(), DType::kU8, {8, 656}); expect_failure(run(c.p), StatusCode::kInvalidArgument, "cache has rank 2"); }
   SECTION("cache null") { c.p.cache.data = nullptr; expect_failure(run(c.p), StatusCode::kNullPointer, "cache is null"); }
+  SECTION("cache tokens alias") { c.p.cache.stride[1] = 600; expect_failure(run(c.p), StatusCode::kInvalidArgument, "cache.stride[1] = 600 makes elements of cache overlap"); }
   SECTION("cache overlaps kv") { c.p.cache.data = c.kv.data(); expect_failure(run(c.p), StatusCode::kInvalidArgument, "cache overlaps kv"); }
   SECTION("scale_format") { c.p.scale_format = static_cast<ScaleFormat>(-1); expect_failure(run(c.p), StatusCode::kInvalidArgument, "scale_format = -1"); }
   for (auto b : c.bytes) CHECK(b == kCanary);

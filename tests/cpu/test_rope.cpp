@@ -404,6 +404,7 @@ TEST_CASE("rope table: bad arguments are rejected by name, nothing written", "[r
   SECTION("original_max_position") { t.p.original_max_position = 0; expect_failure(run(t.p), StatusCode::kInvalidArgument, "rope_table", "original_max_position = 0"); }
   SECTION("beta_slow") { t.p.beta_slow = -1.0f; expect_failure(run(t.p), StatusCode::kInvalidArgument, "rope_table", "beta_slow = -1"); }
   SECTION("beta_fast") { t.p.beta_fast = 0.5f; expect_failure(run(t.p), StatusCode::kInvalidArgument, "rope_table", "beta_fast = 0.5"); }
+  SECTION("cos rows alias") { t.p.cos.stride[0] = 0; expect_failure(run(t.p), StatusCode::kInvalidArgument, "rope_table", "cos.stride[0] = 0 makes elements of cos overlap"); }
   SECTION("sin aliases cos") { t.p.sin.data = t.cos.data(); expect_failure(run(t.p), StatusCode::kInvalidArgument, "rope_table", "sin overlaps cos"); }
   CHECK(untouched());
 }
@@ -430,6 +431,7 @@ TEST_CASE("rope apply: bad arguments are rejected by name, nothing written", "[r
     r.p.positions.data = big.data() + 4;
     expect_failure(run(r.p), StatusCode::kInvalidArgument, op, "out overlaps positions");
   }
+  SECTION("out heads alias") { r.p.out.stride[1] = 0; expect_failure(run(r.p), StatusCode::kInvalidArgument, op, "out.stride[1] = 0 makes elements of out overlap"); }
   SECTION("positions missing") { r.p.positions = TensorView{}; expect_failure(run(r.p), StatusCode::kNullPointer, op, "positions is required"); }
   SECTION("positions dtype") { r.p.positions.dtype = DType::kF32; expect_failure(run(r.p), StatusCode::kUnsupportedDtype, op, "positions.dtype = f32"); }
   SECTION("positions length") { r.p.positions.shape[0] = 3; expect_failure(run(r.p), StatusCode::kInvalidArgument, op, "positions.shape[0] = 3 does not match n = 4"); }
