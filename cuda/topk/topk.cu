@@ -7,12 +7,14 @@
 // (key descending, column ascending); +∞ ranks highest.
 //
 // Algorithm, one 512-thread block per row, for any k:
-//   1. count the valid entries of [ks, ke): k_eff = min(k, |V|);
+//   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
+//      histogram, which every cut of the row shares;
 //   2. the output is produced in segments of 2048 ranks [lo, hi). For each segment, a radix select
-//      (4 passes of 8 bits, block-wide shared histograms) finds the cut of rank hi: the threshold
+//      (4 passes of 8 bits, block-wide shared histograms with warp-aggregated atomics) finds the cut of rank hi: the threshold
 //      key T and the number m of entries equal to T that belong to the top hi (the rest of the top
 //      hi is every key > T). "Ties go to the lowest columns", so the top-hi set is
-//      {key > T} ∪ {the first m columns with key == T};
+//      {key > T} ∪ {the first m columns with key == T}. Warp 0 picks each digit with a scan over
+//      the 256 bins. A cut of rank |V| (rows shorter than k) needs no search: T = 0, m = 0;
 //   3. a collect pass walks the row in column order, 2048 columns at a time (4 consecutive columns
 //      per thread), and uses block-wide exclusive scans to give every tied entry its rank among the
 //      ties — no atomics decide membership — and every taken entry (in top-hi, not in top-lo) a
@@ -82,10 +84,18 @@ struct Smem {
   } tmp;
   unsigned long long buf[kTile];
   int hist[256];
+  int hist0[256];  // first-pass histogram (top 8 key bits of every valid entry), once per row
   int valid;
   uint32_t sel_prefix;
   int sel_need;
 };
+
+// Adds 1 to hist[bin] for every lane with `add`, one shared atomic per distinct bin of the warp
+// (plateaus put whole warps into one bin).
+__device__ __forceinline__ void hist_add(int* hist, int bin, bool add) {
+  const unsigned peers = __match_any_sync(__activemask(), add ? bin : -1);
+  if (add && __ffs(peers) - 1 == static_cast<int>(threadIdx.x & 31)) atomicAdd(&hist[bin], __popc(peers));
+}
 
 // The cut of rank R (1 ≤ R ≤ |V|): T = the R-th largest key, m = how many entries equal to T are in
 // the top R. Every thread returns the same values.
@@ -94,21 +104,49 @@ __device__ void select_cut(const float* row, int n, int R, Smem& sm, uint32_t* T
   int need = R;
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
-    for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0;
-    __syncthreads();
-    for (int c = threadIdx.x; c < n; c += kThreads) {
-      const uint32_t key = score_key(row[c]);
-      if (key != 0u && (key & mask) == prefix) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int cum = 0, d = 255;
-      for (; d > 0; --d) {
-        if (cum + sm.hist[d] >= need) break;
-        cum += sm.hist[d];
+    const int* hist = sm.hist0;  // pass 0: every valid key matches the empty prefix
+    if (pass > 0) {
+      for (int i = threadIdx.x; i < 256; i += kThreads) sm.hist[i] = 0;
+      __syncthreads();
+      for (int c = threadIdx.x; c < n; c += kThreads) {
+        const uint32_t key = score_key(row[c]);
+        hist_add(sm.hist, static_cast<int>((key >> shift) & 255u), key != 0u && (key & mask) == prefix);
       }
-      sm.sel_prefix = prefix | (static_cast<uint32_t>(d) << shift);
-      sm.sel_need = need - cum;
+      __syncthreads();
+      hist = sm.hist;
+    }
+    if (threadIdx.x < 32) {
+      // Warp 0 finds the digit d with count(digits > d) < need ≤ count(digits ≥ d): lane l holds
+      // bins 255 − 8l … 248 − 8l (descending), an inclusive scan over lanes finds the one lane
+      // whose range crosses `need` (R ≤ the matching count, so exactly one does), and that lane
+      // walks its 8 bins.
+      const int lane = threadIdx.x;
+      int bins[8], sum = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        bins[j] = hist[255 - (lane * 8 + j)];
+        sum += bins[j];
+      }
+      int incl = sum;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      int cum = incl - sum;
+      if (cum < need && need <= incl) {
+        int d = 255 - (lane * 8 + 7);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          if (cum + bins[j] >= need) {
+            d = 255 - (lane * 8 + j);
+            break;
+          }
+          cum += bins[j];
+        }
+        sm.sel_prefix = prefix | (static_cast<uint32_t>(d) << shift);
+        sm.sel_need = need - cum;
+      }
     }
     __syncthreads();
     prefix = sm.sel_prefix;
@@ -117,6 +155,18 @@ __device__ void select_cut(const float* row, int n, int R, Smem& sm, uint32_t* T
   }
   *T = prefix;
   *m = need;
+}
+
+// The cut of rank R, where R = |V| needs no search: every valid entry is in (T = 0, m = 0; key 0
+// marks the invalid ones, which are never taken). The common case of rows shorter than k.
+__device__ __forceinline__ void select_cut_or_all(const float* row, int n, int R, int nvalid, Smem& sm, uint32_t* T,
+                                                  int* m) {
+  if (R == nvalid) {
+    *T = 0u;
+    *m = 0;
+    return;
+  }
+  select_cut(row, n, R, sm, T, m);
 }
 
 // The collect pass: walks the row in column order, kTile columns at a time (kItems consecutive
@@ -194,15 +244,21 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
     const int n = static_cast<int>(ke - ks);
     const float* row = a.scores + r * a.sc_s0 + ks;
 
-    // 1. Valid count.
+    // 1. Valid count and the first radix pass's histogram.
     if (tid == 0) sm.valid = 0;
+    for (int i = tid; i < 256; i += kThreads) sm.hist0[i] = 0;
     __syncthreads();
     int local = 0;
-    for (int c = tid; c < n; c += kThreads) local += score_key(row[c]) != 0u;
+    for (int c = tid; c < n; c += kThreads) {
+      const uint32_t key = score_key(row[c]);
+      local += key != 0u;
+      hist_add(sm.hist0, static_cast<int>(key >> 24), key != 0u);
+    }
     if (local) atomicAdd(&sm.valid, local);
     __syncthreads();
-    const int64_t keff = a.k < sm.valid ? a.k : sm.valid;
-    __syncthreads();  // sm.valid is rewritten for the next row
+    const int nvalid = sm.valid;
+    const int64_t keff = a.k < nvalid ? a.k : nvalid;
+    __syncthreads();  // sm.valid and sm.hist0 are rewritten for the next row
 
     if (!a.sorted) {
       // Unsorted (the reference's order: ascending column): one cut of rank k_eff, then the
@@ -210,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
       if (keff > 0) {
         uint32_t t_hi;
         int m_hi;
-        select_cut(row, n, static_cast<int>(keff), sm, &t_hi, &m_hi);
+        select_cut_or_all(row, n, static_cast<int>(keff), nvalid, sm, &t_hi, &m_hi);
         collect(row, n, false, 0u, 0, t_hi, m_hi, sm, [&](int slot, uint32_t, int c) {
           a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
           if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
@@ -225,7 +281,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
         const int hi = static_cast<int>(lo + kTile < keff ? lo + kTile : keff);
         uint32_t t_hi;
         int m_hi;
-        select_cut(row, n, hi, sm, &t_hi, &m_hi);
+        select_cut_or_all(row, n, hi, nvalid, sm, &t_hi, &m_hi);
         const int taken = collect(row, n, has_lo, t_lo, m_lo, t_hi, m_hi, sm, [&](int slot, uint32_t key, int c) {
           if (slot < kTile)
             sm.buf[slot] = (static_cast<unsigned long long>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(c));

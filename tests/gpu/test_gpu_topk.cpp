@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -264,6 +265,24 @@ TEST_CASE("gpu topk: ±inf and NaN, ragged and empty ranges, k > valid", "[gpu][
   check_case(c);
 }
 
+TEST_CASE("gpu topk: degenerate shapes (k = 0, zero columns, one column)", "[gpu][topk]") {
+  test::Rng rng(0xB009);
+  {
+    TopKCase c = base("k=0", 5, 100, 0);
+    for (auto& v : c.scores) v = static_cast<float>(rng.normal());
+    check_case(c);
+  }
+  {
+    TopKCase c = base("cols=0", 5, 0, 4);
+    check_case(c);
+  }
+  {
+    TopKCase c = base("cols=1", 9, 1, 3);
+    for (auto& v : c.scores) v = rng.integer(0, 2) ? static_cast<float>(rng.normal()) : -kInf;
+    check_case(c);
+  }
+}
+
 TEST_CASE("gpu topk: 128K-wide rows and 2048-wide k, low-bit differences, one crowded coarse bin", "[gpu][topk]") {
   test::Rng rng(0xB004);
   {
@@ -315,5 +334,95 @@ TEST_CASE("gpu topk: paged-slot domain (FlashMLA page mapping)", "[gpu][topk]") 
       for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, 0.5);
     }
     check_case(c);
+  }
+}
+
+TEST_CASE("gpu topk: 64 rows past 256K columns; many 2048-rank segments", "[gpu][topk]") {
+  test::Rng rng(0xB006);
+  {
+    TopKCase c = base("64x256K+", 64, 262144 + 7, 2048);
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const double zf = (r % 8) * 0.125;
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, zf);
+    }
+    check_case(c);
+  }
+  {
+    TopKCase c = base("many-segments", 3, 50000, 20000);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = static_cast<float>(rng.integer(0, 9));
+    check_case(c);
+  }
+}
+
+TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise", "[gpu][topk][graph]") {
+  test::Rng rng(0xB007);
+  const int64_t rows = 16, cols = 9000, k = 2048;
+  Mirror scores(rows * cols * 4), idx(rows * k * 4), osc(rows * k * 4);
+  for (int64_t i = 0; i < rows * cols; ++i) scores.host_as<float>()[i] = relu_score(rng, 0.7);
+  scores.upload();
+  idx.poison(0x7F);
+  osc.poison(0xFF);
+  TopKParams p;
+  p.scores = scores.view(true, DType::kF32, {rows, cols});
+  p.indices = idx.view(true, DType::kI32, {rows, k});
+  p.out_scores = osc.view(true, DType::kF32, {rows, k});
+  cudaStream_t stream;
+  GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status s = run(p, nullptr, 0, stream);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  INFO(s.message());
+  REQUIRE(s.ok());
+  GPU_REQUIRE(end);
+  cudaGraphExec_t exec;
+  GPU_REQUIRE(cudaGraphInstantiate(&exec, graph, 0));
+  GPU_REQUIRE(cudaGraphLaunch(exec, stream));
+  GPU_REQUIRE(cudaStreamSynchronize(stream));
+  const auto first = idx.download();
+  TopKParams ph = p;
+  ph.scores = scores.view(false, DType::kF32, {rows, cols});
+  ph.indices = idx.view(false, DType::kI32, {rows, k});
+  ph.out_scores = osc.view(false, DType::kF32, {rows, k});
+  REQUIRE(run(ph).ok());
+  require_same_bytes("indices", idx);
+  require_same_bytes("out_scores", osc);
+  GPU_REQUIRE(cudaMemset(idx.dev(), 0x7F, idx.bytes()));
+  GPU_REQUIRE(cudaGraphLaunch(exec, stream));
+  GPU_REQUIRE(cudaStreamSynchronize(stream));
+  REQUIRE(idx.download() == first);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// Timings (not run by default): `dsa_tests_gpu "[.perf]"`.
+TEST_CASE("gpu topk timings", "[.perf]") {
+  test::Rng rng(0xB008);
+  for (int64_t cols : {8192, 32768, 131072, 262144}) {
+    const int64_t rows = 64, k = 2048;
+    Mirror scores(rows * cols * 4), idx(rows * k * 4);
+    for (int64_t i = 0; i < rows * cols; ++i) scores.host_as<float>()[i] = relu_score(rng, 0.5);
+    scores.upload();
+    TopKParams p;
+    p.scores = scores.view(true, DType::kF32, {rows, cols});
+    p.indices = idx.view(true, DType::kI32, {rows, k});
+    REQUIRE(run(p).ok());
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    const int iters = 20;
+    cudaEventRecord(e0);
+    for (int i = 0; i < iters; ++i) REQUIRE(run(p).ok());
+    cudaEventRecord(e1);
+    GPU_REQUIRE(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    std::printf("PERF topk rows=%lld cols=%lld k=%lld: %.3f ms/call, %.1f GB/s of scores read once\n",
+                (long long)rows, (long long)cols, (long long)k, ms / iters,
+                rows * cols * 4.0 / (ms / iters * 1e-3) / 1e9);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
   }
 }

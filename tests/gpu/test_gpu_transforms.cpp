@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -509,4 +510,117 @@ TEST_CASE("gpu: mixed host and device pointers are rejected naming both argument
   CHECK(s2.message().find("out is device memory") != std::string::npos);
   CHECK(s2.message().find("x is host memory") != std::string::npos);
   for (uint8_t b : out.download()) REQUIRE(b == 0xFF);
+}
+
+TEST_CASE("gpu quantize and indexer_prep: captured in a CUDA graph on a user stream, bitwise", "[gpu][graph]") {
+  test::Rng rng(0xA009);
+  const int64_t T = 20, H = 64, max_pos = 64, P = 64;
+  Mirror q(T * H * 256), w(T * H * 4), k(T * 256), pos(T * 4), cs(max_pos * 128), sn(max_pos * 128),
+      q_out(T * H * 128), w_out(T * H * 4), cache(132 * P), map(T * 4), codes(T * 128), scales(T * 4);
+  fill_bf16(q, rng, T * H * 128, 1.0);
+  fill_bf16(k, rng, T * 128, 1.0);
+  for (int64_t i = 0; i < T * H; ++i) w.host_as<float>()[i] = static_cast<float>(rng.normal());
+  for (int64_t t = 0; t < T; ++t) {
+    pos.host_as<int32_t>()[t] = static_cast<int32_t>(rng.integer(0, max_pos - 1));
+    map.host_as<int32_t>()[t] = static_cast<int32_t>(t * 3 % P);
+  }
+  for (int64_t i = 0; i < max_pos * 32; ++i) {
+    cs.host_as<float>()[i] = static_cast<float>(std::cos(0.37 * i));
+    sn.host_as<float>()[i] = static_cast<float>(std::sin(0.37 * i));
+  }
+  for (Mirror* m : {&q, &w, &k, &pos, &cs, &sn, &map}) m->upload();
+  for (Mirror* m : {&q_out, &w_out, &cache, &codes, &scales}) m->poison(0xFF);
+  auto prep = [&](bool dev) {
+    IndexerPrepParams p;
+    p.q = q.view(dev, DType::kBF16, {T, H, 128});
+    p.weights = w.view(dev, DType::kF32, {T, H});
+    p.k = k.view(dev, DType::kBF16, {T, 128});
+    p.positions = pos.view(dev, DType::kI32, {T});
+    p.rope_cos = cs.view(dev, DType::kF32, {max_pos, 32});
+    p.rope_sin = sn.view(dev, DType::kF32, {max_pos, 32});
+    p.q_out = q_out.view(dev, DType::kE4M3, {T, H, 128});
+    p.weights_out = w_out.view(dev, DType::kF32, {T, H});
+    p.k_cache = cache.view(dev, DType::kU8, {1, 132 * P});
+    p.slot_mapping = map.view(dev, DType::kI32, {T});
+    p.page_block_size = static_cast<int32_t>(P);
+    return p;
+  };
+  auto quant = [&](bool dev) {
+    QuantizeParams p;
+    p.x = k.view(dev, DType::kBF16, {T, 128});
+    p.codes = codes.view(dev, DType::kE4M3, {T, 128});
+    p.scales = scales.view(dev, DType::kF32, {T, 1});
+    return p;
+  };
+  cudaStream_t stream;
+  GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status s1 = run(prep(true), nullptr, 0, stream);
+  const Status s2 = run(quant(true), nullptr, 0, stream);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  INFO(s1.message() << " / " << s2.message());
+  REQUIRE(s1.ok());
+  REQUIRE(s2.ok());
+  GPU_REQUIRE(end);
+  cudaGraphExec_t exec;
+  GPU_REQUIRE(cudaGraphInstantiate(&exec, graph, 0));
+  GPU_REQUIRE(cudaGraphLaunch(exec, stream));
+  GPU_REQUIRE(cudaStreamSynchronize(stream));
+  require_ok(run(prep(false)), "cpu prep");
+  require_ok(run(quant(false)), "cpu quant");
+  require_same_bytes("q_out", q_out);
+  require_same_bytes("weights_out", w_out);
+  require_same_bytes("k_cache", cache);
+  require_same_bytes("codes", codes);
+  require_same_bytes("scales", scales);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// Timings (not run by default): `dsa_tests_gpu "[.perf]"`.
+TEST_CASE("gpu transform timings", "[.perf]") {
+  test::Rng rng(0xA00A);
+  const int64_t T = 8192, H = 64, max_pos = 8192;
+  Mirror q(T * H * 256), w(T * H * 4), pos(T * 4), cs(max_pos * 128), sn(max_pos * 128), q_out(T * H * 128),
+      w_out(T * H * 4), scales(T * H * 4);
+  fill_bf16(q, rng, T * H * 128, 1.0);
+  for (int64_t t = 0; t < T; ++t) pos.host_as<int32_t>()[t] = static_cast<int32_t>(t);
+  for (Mirror* m : {&q, &w, &pos, &cs, &sn}) m->upload();
+  IndexerPrepParams p;
+  p.q = q.view(true, DType::kBF16, {T, H, 128});
+  p.weights = w.view(true, DType::kF32, {T, H});
+  p.positions = pos.view(true, DType::kI32, {T});
+  p.rope_cos = cs.view(true, DType::kF32, {max_pos, 32});
+  p.rope_sin = sn.view(true, DType::kF32, {max_pos, 32});
+  p.q_out = q_out.view(true, DType::kE4M3, {T, H, 128});
+  p.weights_out = w_out.view(true, DType::kF32, {T, H});
+  QuantizeParams qp;
+  qp.x = q.view(true, DType::kBF16, {T * H, 128});
+  qp.codes = q_out.view(true, DType::kE4M3, {T * H, 128});
+  qp.scales = scales.view(true, DType::kF32, {T * H, 1});
+  HadamardParams hp;
+  hp.x = q.view(true, DType::kBF16, {T * H, 128});
+  hp.out = hp.x;
+  auto time = [&](const char* what, auto&& call, double bytes) {
+    REQUIRE(call().ok());
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    const int iters = 20;
+    cudaEventRecord(e0);
+    for (int i = 0; i < iters; ++i) REQUIRE(call().ok());
+    cudaEventRecord(e1);
+    GPU_REQUIRE(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    std::printf("PERF %s: %.3f ms/call, %.0f GB/s\n", what, ms / iters, bytes / (ms / iters * 1e-3) / 1e9);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  };
+  const double rows = static_cast<double>(T * H);
+  time("indexer_prep q (8192 x 64 heads, FP8)", [&] { return run(p); }, rows * (256 + 128 + 8));
+  time("quantize bf16 (524288 x 128)", [&] { return run(qp); }, rows * (256 + 128 + 4));
+  time("hadamard in place (524288 x 128)", [&] { return run(hp); }, rows * 512);
 }
