@@ -105,8 +105,11 @@ Status bwd(const IndexerBwdParams& p) {
   // buffer, which is then scattered deterministically: each thread owns a range of key rows and
   // adds in (t, slot) order. Dense form: dk comes from the transposed pass 2 below.
   const int64_t per_token = std::max<int64_t>(1, k_sel * kDim * static_cast<int64_t>(sizeof(Acc)));
-  const int64_t block = sparse ? std::max<int64_t>(1, std::min<int64_t>({64, s_q, (int64_t{64} << 20) / per_token}))
-                               : std::max<int64_t>(1, s_q);
+  // About 64 MiB of scratch, at least one token per thread; the results do not depend on it.
+  const int64_t block =
+      sparse ? std::max<int64_t>(1, std::min<int64_t>(s_q, std::max<int64_t>(num_threads(),
+                                                                        std::min<int64_t>(64, (int64_t{64} << 20) / per_token))))
+             : std::max<int64_t>(1, s_q);
   std::vector<Acc> dk_acc, stash;
   std::vector<int32_t> stash_cols;
   std::vector<int64_t> stash_n;

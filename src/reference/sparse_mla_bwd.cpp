@@ -7,7 +7,7 @@
 // dq is written directly. The dK_t of a block of tokens are kept and then scattered into an fp32
 // (fp64) accumulator of dkv: every accumulator row is owned by one thread and adds its
 // contributions in (t, slot) order, so dkv is bitwise reproducible and independent of the thread
-// count (and of the block size). dkv is cast to its storage type once, at the end.
+// count and of the block size. dkv is cast to its storage type once, at the end.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -63,9 +63,11 @@ Status bwd(const SparseMlaBwdParams& p) {
   }
 
   std::vector<Acc> acc(static_cast<size_t>(s_kv * d_qk), Acc(0));
-  // Tokens per block: bounded scratch (about 64 MiB of dK_t), a function of the shape only.
+  // Tokens per block: about 64 MiB of dK_t scratch, but at least one token per thread. The results
+  // do not depend on the block size (dK_t is per token; the scatter order is global (t, slot)).
   const int64_t per_token = std::max<int64_t>(1, topk * d_qk * static_cast<int64_t>(sizeof(Acc)));
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>({64, s_q, (int64_t{64} << 20) / per_token}));
+  const int64_t block = std::max<int64_t>(
+      1, std::min<int64_t>(s_q, std::max<int64_t>(num_threads(), std::min<int64_t>(64, (int64_t{64} << 20) / per_token))));
   std::vector<Acc> dk_block(static_cast<size_t>(block * topk * d_qk));
   std::vector<int32_t> rows_block(static_cast<size_t>(block * topk));
   std::vector<int64_t> n_block(static_cast<size_t>(block));
