@@ -4,8 +4,10 @@
 // One query token at a time: the caller gathers (and converts) the token's valid KV rows into an
 // accumulator-typed [n, d_qk] matrix, the core computes S = Q_t·Kᵀ for all heads with one GEMM,
 // z = τ·S, the row softmax, and O = P·V with a second GEMM (V = the first d_v columns of the
-// gathered rows). Keys are processed in chunks of kKeyChunk with an online softmax, so scratch
-// stays bounded for long dense ranges; topk ≤ kKeyChunk is a single exact softmax.
+// gathered rows), both through Eigen's GEMM kernel with per-thread packing scratch. Keys are
+// processed in chunks of kKeyChunk with an online softmax, so scratch stays bounded for long
+// dense ranges; topk ≤ kKeyChunk is a single exact softmax. After a thread's first token nothing
+// is allocated per token.
 //
 // Determinism: every buffer is per-thread scratch with 64-byte aligned rows, and every Eigen
 // operation's traversal depends only on the token's own sizes, so results are bitwise identical
@@ -91,13 +93,60 @@ inline Status value_error(const char* op, const char* fmt, ...) {
 
 // ---- the core ------------------------------------------------------------------------------------
 
+// Eigen's blocked GEMM kernel with packing buffers from grow-only per-thread scratch, so the
+// per-token products allocate nothing (a plain Eigen product allocates its packing blocks on
+// every call). The blocking is the one Eigen's own product picks for the same sizes (one thread,
+// L3 blocking), so results depend only on the product's sizes.
+template <typename T>
+class Gemm : public Eigen::internal::level3_blocking<T, T> {
+ public:
+  using Index = Eigen::Index;
+  Gemm() = default;
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+  ~Gemm() {
+    Eigen::internal::aligned_free(this->m_blockA);
+    Eigen::internal::aligned_free(this->m_blockB);
+  }
+
+  // res[rows, cols] (row-major, pitch ldr) += lhs[rows, depth] · rhs[depth, cols]; LhsOrder and
+  // RhsOrder are Eigen::RowMajor / Eigen::ColMajor storage with pitches ldl and ldrhs.
+  template <int LhsOrder, int RhsOrder>
+  void multiply_add(Index rows, Index cols, Index depth, const T* lhs, Index ldl, const T* rhs, Index ldrhs, T* res,
+                    Index ldr) {
+    if (rows == 0 || cols == 0 || depth == 0) return;
+    plan(rows, cols, depth);
+    Eigen::internal::general_matrix_matrix_product<Index, T, LhsOrder, false, T, RhsOrder, false, Eigen::RowMajor,
+                                                   1>::run(rows, cols, depth, lhs, ldl, rhs, ldrhs, res, 1, ldr,
+                                                           T(1), *this, nullptr);
+  }
+
+ private:
+  void plan(Index rows, Index cols, Index depth) {
+    // As gemm_blocking_space<RowMajor, ...>(rows, cols, depth, 1, true): a row-major result is
+    // computed transposed, so mc comes from cols and nc from rows.
+    this->m_mc = cols;
+    this->m_nc = rows;
+    this->m_kc = depth;
+    Eigen::internal::computeProductBlockingSizes<T, T, 1>(this->m_kc, this->m_mc, this->m_nc, Index(1));
+    grow(this->m_blockA, cap_a_, this->m_kc * this->m_mc);
+    grow(this->m_blockB, cap_b_, this->m_kc * this->m_nc);
+  }
+  static void grow(T*& p, Index& cap, Index need) {
+    if (need <= cap) return;
+    Eigen::internal::aligned_free(p);
+    p = static_cast<T*>(Eigen::internal::aligned_malloc(sizeof(T) * need));
+    cap = need;
+  }
+  Index cap_a_ = 0, cap_b_ = 0;
+};
+
 template <typename T>
 class Core {
  public:
   using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Stride = Eigen::OuterStride<>;
   using Map = Eigen::Map<RowMat, Eigen::Aligned64, Stride>;
-  using ConstMap = Eigen::Map<const RowMat, Eigen::Aligned64, Stride>;
 
   // max_keys: the most keys any token of this call can have (sizes the chunk buffers).
   Core(int64_t h, int64_t d_qk, int64_t d_v, int64_t max_keys)
@@ -123,13 +172,14 @@ class Core {
       std::fill(l_.begin(), l_.end(), T(0));
       return;
     }
-    ConstMap Q(q_.data(), h_, d_qk_, Stride(ldq_));
+    if (h_ == 0) return;
     for (int64_t first = 0; first < n; first += chunk_) {
       const int64_t c = std::min(chunk_, n - first);
       load(first, c, k_.data());
-      ConstMap K(k_.data(), c, d_qk_, Stride(ldq_));
       Map S(s_.data(), h_, c, Stride(lds_));
-      S.noalias() = Q * K.transpose();
+      S.setZero();  // S = Q·Kᵀ (Kᵀ: the gathered rows read column-major)
+      gemm_.template multiply_add<Eigen::RowMajor, Eigen::ColMajor>(h_, c, d_qk_, q_.data(), ldq_, k_.data(), ldq_,
+                                                                    s_.data(), lds_);
       for (int64_t hh = 0; hh < h_; ++hh) {
         T* z = s_.data() + hh * lds_;
         for (int64_t j = 0; j < c; ++j) z[j] *= scale;  // z = τ·(q·k)
@@ -149,11 +199,9 @@ class Core {
         }
         m_[hh] = m_new;
       }
-      ConstMap V(k_.data(), c, d_v_, Stride(ldq_));
-      if (first == 0)
-        O.noalias() = S * V;
-      else
-        O.noalias() += S * V;
+      if (first == 0) O.setZero();  // O (+)= P·V, V = the first d_v columns of the rows
+      gemm_.template multiply_add<Eigen::RowMajor, Eigen::RowMajor>(h_, d_v_, c, s_.data(), lds_, k_.data(), ldq_,
+                                                                    o_.data(), ldo_);
     }
     for (int64_t hh = 0; hh < h_; ++hh) O.row(hh) /= l_[hh];
   }
@@ -180,6 +228,7 @@ class Core {
   int64_t h_, d_qk_, d_v_, chunk_, ldq_, lds_, ldo_;
   AlignedVec q_, k_, s_, o_;
   std::vector<T> m_, l_;
+  Gemm<T> gemm_;
 };
 
 // Writes one token's results: out[h, :d_v] (with the optional sink, SPEC §6.2), lse in the chosen
