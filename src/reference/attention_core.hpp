@@ -232,7 +232,8 @@ class Core {
 };
 
 // Writes one token's results: out[h, :d_v] (with the optional sink, SPEC §6.2), lse in the chosen
-// base, max_logits in natural units. `out_at(h)` etc. are element offsets into the views.
+// base, max_logits in natural units. out_off(h) / lse_off(h) give element offsets into the views;
+// max_logits (optional) is addressed as ml_off0 + h·ml_stride. NaN inputs propagate as NaN.
 template <typename T, typename OutOff, typename LseOff>
 inline void store_token(const Core<T>& core, int64_t h, int64_t d_v, const float* sink, LseBase base,
                         const TensorView& out, OutOff&& out_off, const TensorView& lse, LseOff&& lse_off,
@@ -242,7 +243,7 @@ inline void store_token(const Core<T>& core, int64_t h, int64_t d_v, const float
     const T lse_h = core.lse(hh);
     const T* o = core.out_row(hh);
     const int64_t base_off = out_off(hh);
-    if (!std::isfinite(lse_h)) {  // empty row: out 0 (the sink cannot change that)
+    if (lse_h == std::numeric_limits<T>::infinity()) {  // empty row: out 0 (the sink cannot change that)
       for (int64_t i = 0; i < d_v; ++i) store_out<T>(out, base_off + i, T(0));
     } else if (sink) {
       const T denom = T(1) + std::exp(static_cast<T>(sink[hh]) - lse_h);
