@@ -29,7 +29,10 @@ void validate(const IndexerBwdParams& p, ArgCheck& c) {
   c.tensor("dq_raw", p.dq_raw, {"s_q", "h_idx", "128"}, kF32 | kBF16);
   c.tensor("dk_raw", p.dk_raw, {"s_kv", "128"}, kF32 | kBF16);
   c.tensor("dw_raw", p.dw_raw, {"s_q", "h_idx"}, kF32 | kBF16);
-  // Outputs must not alias any input, nor each other.
+  // Outputs: distinct elements, and no aliasing of any input or of each other.
+  require_distinct_elements(c, "dq_raw", p.dq_raw);
+  require_distinct_elements(c, "dk_raw", p.dk_raw);
+  require_distinct_elements(c, "dw_raw", p.dw_raw);
   const char* in_names[] = {"q", "k", "weights", "grad", "grad_indices", "ks", "ke",
                             "q_positions", "k_positions", "rope_cos", "rope_sin"};
   const TensorView* ins[] = {&p.q, &p.k, &p.weights, &p.grad, &p.grad_indices, &p.ks, &p.ke,

@@ -31,7 +31,9 @@ void validate(const SparseMlaBwdParams& p, ArgCheck& c) {
             "sm_scale = %g must be finite and > 0 (V3.2: 0.1352337789, SPEC §3.2)", (double)p.sm_scale);
   c.require(p.lse_base == LseBase::kNatural || p.lse_base == LseBase::kBase2, StatusCode::kInvalidArgument,
             "lse_base = %d is not an LseBase", (int)p.lse_base);
-  // Outputs must not alias any input, nor each other.
+  // Outputs: distinct elements, and no aliasing of any input or of each other.
+  require_distinct_elements(c, "dq", p.dq);
+  require_distinct_elements(c, "dkv", p.dkv);
   const char* in_names[] = {"q", "kv", "indices", "topk_length", "out", "lse", "dout"};
   const TensorView* ins[] = {&p.q, &p.kv, &p.indices, &p.topk_length, &p.out, &p.lse, &p.dout};
   for (int i = 0; i < 7; ++i) {

@@ -568,12 +568,18 @@ TEST_CASE("indexer_bwd rejects bad input, naming the argument, writing nothing",
     expect_failure(p, P, StatusCode::kNullPointer, "dq_raw is required");
     p = good, p.dk_raw.dtype = DType::kI32;
     expect_failure(p, P, StatusCode::kUnsupportedDtype, "dk_raw.dtype");
+    p = good, p.dq_raw.stride[0] = 0;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dq_raw.stride[0] = 0");
+    p = good, p.dk_raw.stride[0] = 64;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dk_raw.stride[0] = 64");
+    p = good, p.dw_raw.stride[0] = 1;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "makes elements of dw_raw overlap");
     p = good, p.dw_raw.shape[1] = 5;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw.shape[1]");
     p = good, p.dw_raw.data = p.weights.data;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw overlaps weights");
-    p = good, p.dk_raw.data = p.dq_raw.data;
-    expect_failure(p, P, StatusCode::kInvalidArgument, "dk_raw overlaps dq_raw");
+    p = good, p.dw_raw.data = p.dq_raw.data;  // inside dq_raw's buffer only
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw overlaps dq_raw");
   }
 }
 

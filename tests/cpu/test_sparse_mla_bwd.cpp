@@ -666,6 +666,8 @@ TEST_CASE("sparse_mla_bwd rejects bad input, naming the argument, writing nothin
     expect_failure(p, P, StatusCode::kNullPointer, "dq is required");
     p = good, p.dq.dtype = DType::kI32;
     expect_failure(p, P, StatusCode::kUnsupportedDtype, "dq.dtype");
+    p = good, p.dq.stride[1] = 8;  // heads overlap (d_qk = 16)
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dq.stride[1] = 8");
     p = good, p.dq.shape[1] = 3;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dq.shape[1]");
     p = good, p.dq = p.q;  // alias an input
@@ -675,13 +677,15 @@ TEST_CASE("sparse_mla_bwd rejects bad input, naming the argument, writing nothin
   SECTION("dkv") {
     p.dkv = TensorView{};
     expect_failure(p, P, StatusCode::kNullPointer, "dkv is required");
+    p = good, p.dkv.stride[0] = 0;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dkv.stride[0] = 0 makes elements of dkv overlap");
     p = good, p.dkv.shape[0] = 9;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dkv.shape[0]");
     p = good, p.dkv.data = p.kv.data;
     p.dkv.dtype = p.kv.dtype;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dkv overlaps kv");
-    p = good, p.dkv.data = p.dq.data;
-    p.dkv.dtype = p.dq.dtype;
+    p = good, p.dq.data = p.dkv.data;  // dq (96 elements) inside dkv's buffer (160) only
+    p.dq.dtype = p.dkv.dtype;
     expect_failure(p, P, StatusCode::kInvalidArgument, "dkv overlaps dq");
   }
   SECTION("sm_scale and lse_base") {
