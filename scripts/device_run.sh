@@ -14,6 +14,7 @@
 # demo.txt and the benchmark JSON (tarred into bench_json.tar if there are too many).
 #
 # Knobs (environment): OUT (default ./device-out), BUILD_DIR (build-device), JOBS (16),
+# CUDA_MODE (DSA_ENABLE_CUDA, default ON; OFF only for a dry run of this script without nvcc),
 # BENCH_ARGS (default --benchmark_min_time=0.2), BENCH_FILTER, DEMO_ARGS, STEP_TIMEOUT (seconds
 # per test/bench/demo step, default 240).
 set -u
@@ -26,6 +27,7 @@ BENCH_ARGS="${BENCH_ARGS:---benchmark_min_time=0.2}"
 BENCH_FILTER="${BENCH_FILTER:-}"
 DEMO_ARGS="${DEMO_ARGS:-}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-240}"
+CUDA_MODE="${CUDA_MODE:-ON}"
 mkdir -p "$OUT"
 export CXX=/usr/bin/g++
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -92,7 +94,7 @@ command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
 TESTDATA="$PWD/.testdata"
 [ -d "$TESTDATA" ] || echo "WARNING: no .testdata; golden tests will report Skipped" | tee -a "$OUT/build.log"
 run_step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" "${GEN[@]}" \
-  -DCMAKE_BUILD_TYPE=Release -DDSA_ENABLE_CUDA=ON -DCMAKE_PREFIX_PATH="$PREFIX/usr" \
+  -DCMAKE_BUILD_TYPE=Release -DDSA_ENABLE_CUDA="$CUDA_MODE" -DCMAKE_PREFIX_PATH="$PREFIX/usr" \
   -DDSA_TESTDATA_DIR="$TESTDATA"
 run_step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$JOBS"
 export DSA_TESTDATA_DIR="$TESTDATA"
