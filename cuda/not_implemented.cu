@@ -5,10 +5,6 @@
 
 #define DSA_CUDA_NOT_YET(X)                          \
   X(RopeTableParams, rope_table)                     \
-  X(IndexerLogitsParams, indexer_logits)             \
-  X(IndexerPagedLogitsParams, indexer_paged_logits)  \
-  X(SparseMlaFwdParams, sparse_mla_fwd)              \
-  X(SparseMlaDecodeParams, sparse_mla_decode)        \
   X(DenseMlaFwdParams, dense_mla_fwd)                \
   DSA_FOR_EACH_TRAINING_OP(X)
 
