@@ -5,8 +5,6 @@
 
 #define DSA_CUDA_NOT_YET(X)                          \
   X(RopeTableParams, rope_table)                     \
-  X(SparseMlaFwdParams, sparse_mla_fwd)              \
-  X(SparseMlaDecodeParams, sparse_mla_decode)        \
   X(DenseMlaFwdParams, dense_mla_fwd)                \
   DSA_FOR_EACH_TRAINING_OP(X)
 

@@ -1,0 +1,211 @@
+// CUDA OP-SMLA-FWD / OP-SMLA-DEC benchmarks (SPEC §10.2: FLOPs = 2·(query tokens)·h_q·topk·(576 + 512),
+// every slot counted), timed with CUDA events (UseManualTime): prefill s_q 4096, topk 2048, s_kv 32K,
+// h_q {128, 64}; decode b 128, s_q {2, 1}, h_q 128, topk 2048 from the 656-byte FP8 cache (and the
+// bf16 cache), each request owning 32K slots. Inputs: a random block replicated on the device;
+// indices uniformly random inside each row's key range (all valid). Built only in CUDA builds.
+#if defined(DSA_WITH_CUDA)
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "bench_common.hpp"
+
+using namespace dsa;
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+struct Dev {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t bytes) : n(bytes) { check(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+};
+
+// Fills `bytes` of device memory with the host block `h`, replicated by doubling.
+void fill_replicated(void* dst, size_t bytes, const std::vector<uint8_t>& h) {
+  if (bytes == 0) return;
+  const size_t block = std::min(h.size(), bytes);
+  check(cudaMemcpy(dst, h.data(), block, cudaMemcpyHostToDevice), "fill");
+  size_t have = block;
+  while (have < bytes) {
+    const size_t n = std::min(have, bytes - have);
+    check(cudaMemcpy(static_cast<uint8_t*>(dst) + have, dst, n, cudaMemcpyDeviceToDevice), "replicate");
+    have += n;
+  }
+}
+
+void fill_bf16(void* dst, size_t bytes, uint64_t seed, double scale = 0.1) {
+  const auto v = bench::random_bf16(1 << 20, scale, seed);
+  std::vector<uint8_t> h(v.size() * 2);
+  std::memcpy(h.data(), v.data(), h.size());
+  fill_replicated(dst, bytes, h);
+}
+
+// 4096 valid 656-byte tokens (e4m3 codes, power-of-two scales, bf16 k^R), replicated.
+void fill_fp8_cache(void* dst, size_t bytes, uint64_t seed) {
+  const int64_t n = 4096;
+  const auto codes = bench::random_e4m3(n * 512, seed);
+  const auto pe = bench::random_bf16(n * 64, 0.1, seed + 1);
+  std::vector<uint8_t> h(static_cast<size_t>(n * 656));
+  for (int64_t t = 0; t < n; ++t) {
+    uint8_t* row = h.data() + t * 656;
+    std::memcpy(row, codes.data() + t * 512, 512);
+    for (int i = 0; i < 4; ++i) {
+      const float s = std::ldexp(1.0f, -8 - static_cast<int>((t + i) % 3));
+      std::memcpy(row + 512 + 4 * i, &s, 4);
+    }
+    std::memcpy(row + 528, pe.data() + t * 64, 128);
+  }
+  fill_replicated(dst, bytes, h);
+}
+
+void upload(void* dst, const std::vector<int32_t>& v) {
+  check(cudaMemcpy(dst, v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice), "upload");
+}
+
+template <typename Fn>
+void time_loop(benchmark::State& st, Fn fn, double flops, double bytes) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  const Status s0 = fn();
+  if (!s0.ok()) {
+    st.SkipWithError(s0.message().c_str());
+    return;
+  }
+  check(cudaDeviceSynchronize(), "warm-up");
+  double total = 0;
+  int64_t iters = 0;
+  for (auto _ : st) {
+    check(cudaEventRecord(a), "record");
+    const Status s = fn();
+    check(cudaEventRecord(b), "record");
+    check(cudaEventSynchronize(b), "sync");
+    if (!s.ok()) {
+      st.SkipWithError(s.message().c_str());
+      break;
+    }
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    st.SetIterationTime(ms / 1e3);
+    total += ms / 1e3;
+    ++iters;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  if (iters > 0 && total > 0) {
+    st.counters["ms"] = total / iters * 1e3;
+    st.counters["TFLOPS"] = flops * iters / total / 1e12;
+    if (bytes > 0) st.counters["GB/s"] = bytes * iters / total / 1e9;
+  }
+}
+
+// Random indices: row r draws topk values uniformly from [lo(r), lo(r) + range).
+std::vector<int32_t> random_indices(int64_t rows, int64_t topk, int64_t range, int64_t rows_per_range,
+                                    uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::vector<int32_t> v(static_cast<size_t>(rows * topk));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t lo = (r / rows_per_range) * range;
+    for (int64_t i = 0; i < topk; ++i)
+      v[static_cast<size_t>(r * topk + i)] = static_cast<int32_t>(lo + static_cast<int64_t>(gen() % range));
+  }
+  return v;
+}
+
+// args: s_q, h_q, topk, s_kv
+void BM_prefill(benchmark::State& st) {
+  const int64_t s_q = st.range(0), h = st.range(1), topk = st.range(2), s_kv = st.range(3);
+  Dev q(s_q * h * 576 * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4), out(s_q * h * 512 * 2), lse(s_q * h * 4),
+      ml(s_q * h * 4);
+  fill_bf16(q.p, q.n, 1);
+  fill_bf16(kv.p, kv.n, 2);
+  upload(ind.p, random_indices(s_q, topk, s_kv, s_q, 3));
+  SparseMlaFwdParams p;
+  p.q = make_view(q.p, DType::kBF16, {s_q, h, 576});
+  p.kv = make_view(kv.p, DType::kBF16, {s_kv, 576});
+  p.indices = make_view(ind.p, DType::kI32, {s_q, topk});
+  p.out = make_view(out.p, DType::kBF16, {s_q, h, 512});
+  p.lse = make_view(lse.p, DType::kF32, {s_q, h});
+  p.max_logits = make_view(ml.p, DType::kF32, {s_q, h});
+  p.sm_scale = kSoftmaxScaleV32;
+  const double flops = bench::sparse_mla_fwd_flops(s_q, h, topk);
+  const double bytes = bench::sparse_mla_fwd_bytes(static_cast<double>(s_q) * topk, s_q, h);
+  time_loop(st, [&] { return run(p); }, flops, bytes);
+}
+
+// args: b, s_q, h_q, topk, fp8 (1: 656-byte cache, 0: bf16 cache); each request owns 32K slots.
+void BM_decode(benchmark::State& st) {
+  const int64_t b = st.range(0), s_q = st.range(1), h = st.range(2), topk = st.range(3);
+  const bool fp8 = st.range(4) != 0;
+  const int64_t ctx = 32768, P = 64, nb = b * ctx / P;
+  const int64_t row_bytes = fp8 ? 656 : 1152;
+  Dev q(b * s_q * h * 576 * 2), cache(nb * P * row_bytes), ind(b * s_q * topk * 4), out(b * s_q * h * 512 * 2),
+      lse(b * s_q * h * 4);
+  fill_bf16(q.p, q.n, 5, 1.0);
+  if (fp8)
+    fill_fp8_cache(cache.p, cache.n, 6);
+  else
+    fill_bf16(cache.p, cache.n, 6);
+  upload(ind.p, random_indices(b * s_q, topk, ctx, s_q, 7));
+  SparseMlaDecodeParams p;
+  p.q = make_view(q.p, DType::kBF16, {b, s_q, h, 576});
+  p.cache = fp8 ? make_view(cache.p, DType::kU8, {nb, P, 656}) : make_view(cache.p, DType::kBF16, {nb, P, 576});
+  p.indices = make_view(ind.p, DType::kI32, {b, s_q, topk});
+  p.out = make_view(out.p, DType::kBF16, {b, s_q, h, 512});
+  p.lse = make_view(lse.p, DType::kF32, {b, s_q, h});
+  p.sm_scale = std::pow(576.0f, -0.55f);
+  const double flops = bench::sparse_mla_fwd_flops(static_cast<double>(b) * s_q, h, topk);
+  // Unique tokens ≈ every gathered row (random draws from 32K: few repeats); bytes per §10.2.
+  const double bytes = bench::sparse_mla_decode_bytes(b, s_q, h, static_cast<double>(b) * s_q * topk);
+  time_loop(st, [&] { return run(p); }, flops, bytes);
+}
+
+}  // namespace
+
+BENCHMARK(BM_prefill)
+    ->ArgNames({"s_q", "h_q", "topk", "s_kv"})
+    ->Args({4096, 128, 2048, 32768})
+    ->Args({4096, 64, 2048, 32768})
+    ->Args({4096, 16, 2048, 32768})
+    ->UseManualTime()
+    ->Iterations(10)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode)
+    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8"})
+    ->Args({128, 2, 128, 2048, 1})
+    ->Args({128, 1, 128, 2048, 1})
+    ->Args({128, 2, 128, 2048, 0})
+    ->UseManualTime()
+    ->Iterations(20)
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
+
+#else  // !DSA_WITH_CUDA
+
+#include <cstdio>
+
+int main() {
+  std::printf("bench_sparse_mla_cuda: built without CUDA (DSA_ENABLE_CUDA=OFF); nothing to run\n");
+  return 0;
+}
+
+#endif

@@ -1,0 +1,482 @@
+// GPU tests of OP-SMLA-FWD and OP-SMLA-DEC (SPEC §6.2–6.4, §7.1, §9.4, §9.5): the CUDA path on
+// fresh random data against the CPU reference in float64 accumulation (dsa::ref::run(…, kF64), fp32
+// outputs) with the SPEC §9.4 tolerances (tests/support/metrics.hpp), over many shapes: s_q from 1
+// to 70000, h_q ∈ {1, 16, 32, 64, 128} and odd head counts, topk from 1 to 2048 with ragged tails,
+// s_kv < topk, ~2% all-invalid rows, FlashMLA's sentinel list, topk_length, non-contiguous
+// (and 16-byte-misaligned) q, attn_sink, f32 out, base-2 lse. Special values exact (empty rows:
+// out 0, lse +∞, max_logits −∞). Outputs start poisoned (0xFF); every element must be written.
+// Decode: FP8 and bf16 paged caches with NaN in every unreferenced slot, lse in [b, s_q, h_q] and
+// FlashMLA's [b, h_q, s_q] storage. Reruns are bitwise identical, and a token's results do not
+// depend on the other tokens of the call. The FlashMLA goldens (testdata) are checked too.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "dsa/dsa.hpp"
+#include "gpu/gpu_util.hpp"
+#include "support/metrics.hpp"
+#include "support/random.hpp"
+#include "support/testdata.hpp"
+
+using namespace dsa;
+using dsa::test::Mirror;
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr int32_t kSentinels[] = {INT32_MIN, -123456, -1, 0 /* s_kv */, 114514, 1919810, 2147480000, INT32_MAX};
+
+void require_ok(const Status& s, const char* what) {
+  INFO(what << ": " << status_code_name(s.code()) << ": " << s.message());
+  REQUIRE(s.ok());
+}
+
+void expect_close(const test::Report& rep) {
+  INFO(rep.describe());
+  CHECK(rep.ok);
+}
+
+std::vector<double> bf16_bytes_to_double(const std::vector<uint8_t>& b) {
+  std::vector<double> out(b.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i) {
+    uint16_t u;
+    std::memcpy(&u, b.data() + 2 * i, 2);
+    out[i] = bf16_to_float(bf16_t{u});
+  }
+  return out;
+}
+std::vector<double> f32_bytes_to_double(const uint8_t* b, size_t n) {
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    float f;
+    std::memcpy(&f, b + 4 * i, 4);
+    out[i] = f;
+  }
+  return out;
+}
+
+void fill_bf16(Mirror& m, const std::vector<bf16_t>& v) { std::memcpy(m.host(), v.data(), v.size() * 2); }
+
+int32_t random_sentinel(test::Rng& rng, int64_t s_kv) {
+  const int32_t s = kSentinels[rng.integer(0, 7)];
+  return s == 0 ? static_cast<int32_t>(s_kv) : s;
+}
+
+// ---- prefill --------------------------------------------------------------------------------------
+
+struct FwdCase {
+  int64_t s_q = 1, h = 16, s_kv = 64, topk = 64;
+  bool topk_len = false, sink = false, max_logits = true, f32_out = false, base2 = false;
+  int64_t q_head_pad = 0;   // extra elements between heads (non-contiguous q)
+  int64_t q_offset = 0;     // elements before q[0] (8: 16-byte aligned; 1: misaligned)
+  double invalid = 0.1;     // fraction of sentinel slots
+  double empty_rows = 0.02; // fraction of all-invalid rows
+  bool check_determinism = true;
+};
+
+struct FwdResult {
+  std::vector<uint8_t> out, lse, ml;
+};
+
+void run_fwd_case(const FwdCase& c, uint64_t salt) {
+  test::Rng rng(salt);
+  const int64_t s_q = c.s_q, h = c.h, s_kv = c.s_kv, topk = c.topk;
+  CAPTURE(s_q, h, s_kv, topk, c.topk_len, c.sink, c.f32_out, c.base2, c.q_head_pad, c.q_offset, c.invalid);
+  const int64_t qh = 576 + c.q_head_pad, qt = h * qh;
+  Mirror q((c.q_offset + s_q * qt) * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4), len(s_q * 4), sink(h * 4);
+  {
+    auto qv = test::randn_bf16(rng, static_cast<size_t>(c.q_offset + s_q * qt));
+    fill_bf16(q, qv);
+    fill_bf16(kv, test::randn_bf16(rng, static_cast<size_t>(s_kv * 576)));
+  }
+  int32_t* iv = ind.host_as<int32_t>();
+  for (int64_t t = 0; t < s_q; ++t) {
+    const bool empty = rng.uniform() < c.empty_rows;
+    for (int64_t i = 0; i < topk; ++i)
+      iv[t * topk + i] = (empty || rng.uniform() < c.invalid) ? random_sentinel(rng, s_kv)
+                                                               : static_cast<int32_t>(rng.integer(0, s_kv - 1));
+    len.host_as<int32_t>()[t] = static_cast<int32_t>(rng.integer(0, topk));
+  }
+  for (int64_t i = 0; i < h; ++i) sink.host_as<float>()[i] = static_cast<float>(rng.normal() * 2.0);
+  q.upload(), kv.upload(), ind.upload(), len.upload(), sink.upload();
+
+  const DType ot = c.f32_out ? DType::kF32 : DType::kBF16;
+  Mirror out(s_q * h * 512 * dtype_size(ot)), lse(s_q * h * 4), ml(s_q * h * 4);
+  auto make = [&](bool dev, Mirror& o, Mirror& l, Mirror& m, DType out_type) {
+    SparseMlaFwdParams p;
+    p.q = make_view(static_cast<uint8_t*>(dev ? q.dev() : q.host()) + c.q_offset * 2, DType::kBF16, {s_q, h, 576},
+                    {qt, qh, 1});
+    p.kv = kv.view(dev, DType::kBF16, {s_kv, 576});
+    p.indices = ind.view(dev, DType::kI32, {s_q, topk});
+    if (c.topk_len) p.topk_length = len.view(dev, DType::kI32, {s_q});
+    if (c.sink) p.attn_sink = sink.view(dev, DType::kF32, {h});
+    p.out = o.view(dev, out_type, {s_q, h, 512});
+    p.lse = l.view(dev, DType::kF32, {s_q, h});
+    if (c.max_logits) p.max_logits = m.view(dev, DType::kF32, {s_q, h});
+    p.sm_scale = kSoftmaxScaleV32;
+    p.lse_base = c.base2 ? LseBase::kBase2 : LseBase::kNatural;
+    return p;
+  };
+  auto gpu_run = [&]() {
+    out.poison(0xFF), lse.poison(0xFF), ml.poison(0xFF);
+    require_ok(run(make(true, out, lse, ml, ot)), "cuda");
+    test::sync_ok();
+    return FwdResult{out.download(), lse.download(), c.max_logits ? ml.download() : std::vector<uint8_t>()};
+  };
+  const FwdResult a = gpu_run();
+
+  // The CPU reference, float64 accumulation, fp32 outputs.
+  Mirror rout(s_q * h * 512 * 4), rlse(s_q * h * 4), rml(s_q * h * 4);
+  rout.poison(0xFF), rlse.poison(0xFF), rml.poison(0xFF);
+  require_ok(ref::run(make(false, rout, rlse, rml, DType::kF32), Accum::kF64), "reference");
+  const size_t n_out = static_cast<size_t>(s_q * h * 512), n_row = static_cast<size_t>(s_q * h);
+  const auto ro = f32_bytes_to_double(rout.host(), n_out);
+  const auto ao = c.f32_out ? f32_bytes_to_double(a.out.data(), n_out) : bf16_bytes_to_double(a.out);
+  expect_close(test::compare("out", ao, ro, test::kPrefillOut));
+  const auto rl = f32_bytes_to_double(rlse.host(), n_row);
+  const auto al = f32_bytes_to_double(a.lse.data(), n_row);
+  expect_close(test::compare("lse", al, rl, test::kPrefillLse));
+  if (c.max_logits)
+    expect_close(test::compare("max_logits", f32_bytes_to_double(a.ml.data(), n_row),
+                               f32_bytes_to_double(rml.host(), n_row), test::kPrefillLse));
+  // Empty rows: exactly out +0, lse +∞, max_logits −∞; no NaN anywhere.
+  int64_t empty = 0, nan = 0, bad_empty = 0;
+  for (size_t r = 0; r < n_row; ++r) {
+    if (std::isnan(al[r])) ++nan;
+    if (rl[r] != kInf) continue;
+    ++empty;
+    if (al[r] != kInf) ++bad_empty;
+    if (c.max_logits && f32_bytes_to_double(a.ml.data() + 4 * r, 1)[0] != -kInf) ++bad_empty;
+    for (size_t d = 0; d < 512; ++d)
+      if (ao[r * 512 + d] != 0.0 || std::signbit(ao[r * 512 + d])) {
+        ++bad_empty;
+        break;
+      }
+  }
+  for (double v : ao) nan += std::isnan(v) ? 1 : 0;
+  CAPTURE(empty);
+  CHECK(nan == 0);
+  CHECK(bad_empty == 0);
+  if (c.check_determinism) {
+    const FwdResult b = gpu_run();
+    CHECK(a.out == b.out);
+    CHECK(a.lse == b.lse);
+    CHECK(a.ml == b.ml);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gpu sparse_mla_fwd matches the CPU reference over shapes", "[gpu][sparse_mla]") {
+  uint64_t salt = 0x5A11;
+  for (int64_t h : {1, 16, 32, 64, 128})
+    for (int64_t topk : {1, 7, 64, 100, 512}) {
+      FwdCase c;
+      c.h = h, c.topk = topk, c.s_q = topk >= 512 ? 5 : 13, c.s_kv = 700;
+      c.invalid = topk == 1 ? 0.3 : 0.15;
+      c.empty_rows = 0.05;
+      run_fwd_case(c, ++salt);
+    }
+}
+
+TEST_CASE("gpu sparse_mla_fwd: odd head counts, s_kv < topk, topk_length, sink, f32 out, base 2", "[gpu][sparse_mla]") {
+  uint64_t salt = 0x5B22;
+  for (int64_t h : {3, 17, 33, 65, 100}) {
+    FwdCase c;
+    c.h = h, c.topk = 96, c.s_q = 9, c.s_kv = 50, c.invalid = 0.05;  // s_kv < topk: duplicates
+    c.topk_len = true;
+    run_fwd_case(c, ++salt);
+  }
+  {
+    FwdCase c;
+    c.h = 64, c.topk = 130, c.s_q = 11, c.s_kv = 300, c.sink = true;
+    run_fwd_case(c, ++salt);
+  }
+  {
+    FwdCase c;
+    c.h = 16, c.topk = 200, c.s_q = 11, c.s_kv = 300, c.sink = true, c.f32_out = true, c.base2 = true;
+    c.max_logits = false;
+    run_fwd_case(c, ++salt);
+  }
+  {
+    FwdCase c;  // all rows invalid
+    c.h = 128, c.topk = 64, c.s_q = 4, c.s_kv = 100, c.empty_rows = 1.0;
+    run_fwd_case(c, ++salt);
+  }
+  {
+    FwdCase c;  // topk_length 0 … topk with long lists
+    c.h = 128, c.topk = 2048, c.s_q = 3, c.s_kv = 4096, c.topk_len = true, c.invalid = 0.02;
+    run_fwd_case(c, ++salt);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_fwd: non-contiguous and misaligned q", "[gpu][sparse_mla]") {
+  uint64_t salt = 0x5C33;
+  for (int64_t pad : {8, 64, 3})
+    for (int64_t off : {0, 8, 1}) {
+      FwdCase c;
+      c.h = pad == 3 ? 16 : 64, c.topk = 77, c.s_q = 6, c.s_kv = 200, c.q_head_pad = pad, c.q_offset = off;
+      run_fwd_case(c, ++salt);
+    }
+}
+
+TEST_CASE("gpu sparse_mla_fwd: s_q = 70000 (grid and int64 offsets)", "[gpu][sparse_mla]") {
+  FwdCase c;
+  c.s_q = 70000, c.h = 2, c.topk = 40, c.s_kv = 4096, c.check_determinism = false;
+  run_fwd_case(c, 0x5D44);
+}
+
+TEST_CASE("gpu sparse_mla_fwd: a token's results do not depend on the other tokens", "[gpu][sparse_mla]") {
+  // Run 8 tokens together, then token 5 alone (its own views): bitwise equal.
+  test::Rng rng(0x5E55);
+  const int64_t s_q = 8, h = 128, s_kv = 500, topk = 300;
+  Mirror q(s_q * h * 576 * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4);
+  fill_bf16(q, test::randn_bf16(rng, static_cast<size_t>(s_q * h * 576)));
+  fill_bf16(kv, test::randn_bf16(rng, static_cast<size_t>(s_kv * 576)));
+  for (int64_t i = 0; i < s_q * topk; ++i)
+    ind.host_as<int32_t>()[i] = rng.uniform() < 0.1 ? -1 : static_cast<int32_t>(rng.integer(0, s_kv - 1));
+  q.upload(), kv.upload(), ind.upload();
+  Mirror out(s_q * h * 512 * 2), lse(s_q * h * 4);
+  auto call = [&](int64_t t0, int64_t n) {
+    SparseMlaFwdParams p;
+    p.q = make_view(static_cast<uint8_t*>(q.dev()) + t0 * h * 576 * 2, DType::kBF16, {n, h, 576});
+    p.kv = kv.view(true, DType::kBF16, {s_kv, 576});
+    p.indices = make_view(static_cast<uint8_t*>(ind.dev()) + t0 * topk * 4, DType::kI32, {n, topk});
+    p.out = make_view(static_cast<uint8_t*>(out.dev()) + t0 * h * 512 * 2, DType::kBF16, {n, h, 512});
+    p.lse = make_view(static_cast<uint8_t*>(lse.dev()) + t0 * h * 4, DType::kF32, {n, h});
+    p.sm_scale = kSoftmaxScaleV32;
+    require_ok(run(p), "cuda");
+    test::sync_ok();
+  };
+  out.poison(0xFF), lse.poison(0xFF);
+  call(0, s_q);
+  const auto all_out = out.download(), all_lse = lse.download();
+  out.poison(0xFF), lse.poison(0xFF);
+  call(5, 1);
+  const auto one_out = out.download(), one_lse = lse.download();
+  const size_t ob = 5 * h * 512 * 2, lb = 5 * h * 4;
+  CHECK(std::equal(one_out.begin() + ob, one_out.begin() + ob + h * 512 * 2, all_out.begin() + ob));
+  CHECK(std::equal(one_lse.begin() + lb, one_lse.begin() + lb + h * 4, all_lse.begin() + lb));
+}
+
+TEST_CASE("gpu sparse_mla_fwd: f32 inputs are rejected by the CUDA path with a clear message", "[gpu][sparse_mla]") {
+  Mirror q(2 * 16 * 576 * 4), kv(8 * 576 * 4), ind(2 * 4 * 4), out(2 * 16 * 512 * 4), lse(2 * 16 * 4);
+  out.poison(0xFF);
+  SparseMlaFwdParams p;
+  p.q = q.view(true, DType::kF32, {2, 16, 576});
+  p.kv = kv.view(true, DType::kF32, {8, 576});
+  p.indices = ind.view(true, DType::kI32, {2, 4});
+  p.out = out.view(true, DType::kF32, {2, 16, 512});
+  p.lse = lse.view(true, DType::kF32, {2, 16});
+  p.sm_scale = kSoftmaxScaleV32;
+  const Status s = run(p);
+  INFO(s.message());
+  CHECK(s.code() == StatusCode::kUnsupportedDtype);
+  CHECK(s.message().find("q.dtype") != std::string::npos);
+  test::sync_ok();
+  const auto o = out.download();
+  CHECK(std::all_of(o.begin(), o.end(), [](uint8_t b) { return b == 0xFF; }));
+}
+
+namespace {
+
+void check_fwd_golden(const char* name) {
+  auto g = test::load_golden(name);
+  if (!g) return;
+  const auto& gq = g->tensor("q");
+  const auto& gkv = g->tensor("kv");
+  const auto& gi = g->tensor("indices");
+  const int64_t s_q = gq.shape[0], h = gq.shape[1], s_kv = gkv.shape[0], topk = gi.shape[1];
+  Mirror q(gq.bytes.size()), kv(gkv.bytes.size()), ind(gi.bytes.size()), out(s_q * h * 512 * 2), lse(s_q * h * 4),
+      ml(s_q * h * 4);
+  std::memcpy(q.host(), gq.bytes.data(), gq.bytes.size());
+  std::memcpy(kv.host(), gkv.bytes.data(), gkv.bytes.size());
+  std::memcpy(ind.host(), gi.bytes.data(), gi.bytes.size());
+  q.upload(), kv.upload(), ind.upload();
+  out.poison(0xFF), lse.poison(0xFF), ml.poison(0xFF);
+  SparseMlaFwdParams p;
+  p.q = q.view(true, DType::kBF16, {s_q, h, 576});
+  p.kv = kv.view(true, DType::kBF16, {s_kv, 576});
+  p.indices = ind.view(true, DType::kI32, {s_q, topk});
+  p.out = out.view(true, DType::kBF16, {s_q, h, 512});
+  p.lse = lse.view(true, DType::kF32, {s_q, h});
+  p.max_logits = ml.view(true, DType::kF32, {s_q, h});
+  p.sm_scale = static_cast<float>(g->param("sm_scale"));
+  require_ok(run(p), name);
+  test::sync_ok();
+  const size_t n_row = static_cast<size_t>(s_q * h);
+  expect_close(test::compare(std::string(name) + " out", bf16_bytes_to_double(out.download()),
+                             bf16_bytes_to_double(g->tensor("out").bytes), test::kPrefillOut));
+  expect_close(test::compare(std::string(name) + " lse", f32_bytes_to_double(lse.download().data(), n_row),
+                             f32_bytes_to_double(g->tensor("lse").bytes.data(), n_row), test::kPrefillLse));
+  expect_close(test::compare(std::string(name) + " max_logits", f32_bytes_to_double(ml.download().data(), n_row),
+                             f32_bytes_to_double(g->tensor("max_logits").bytes.data(), n_row), test::kPrefillLse));
+}
+
+}  // namespace
+
+TEST_CASE("gpu sparse_mla_fwd matches the FlashMLA goldens", "[gpu][sparse_mla][golden]") {
+  check_fwd_golden("flashmla_sparse_prefill_a");
+  check_fwd_golden("flashmla_sparse_prefill_b");
+}
+
+// ---- decode ---------------------------------------------------------------------------------------
+
+namespace {
+
+struct DecCase {
+  int64_t b = 2, s_q = 1, h = 128, topk = 64, P = 64, num_blocks = 8;
+  bool fp8 = true, topk_len = false, flashmla_lse = false, sink = false, f32_out = false;
+  double invalid = 0.1;
+};
+
+void run_dec_case(const DecCase& c, uint64_t salt) {
+  test::Rng rng(salt);
+  const int64_t b = c.b, s_q = c.s_q, h = c.h, topk = c.topk, P = c.P, nb = c.num_blocks, slots = nb * P;
+  CAPTURE(b, s_q, h, topk, P, nb, c.fp8, c.topk_len, c.flashmla_lse, c.sink, c.f32_out);
+  const int64_t row_bytes = c.fp8 ? 656 : 576 * 2;
+  Mirror q(b * s_q * h * 576 * 2), cache(slots * row_bytes), ind(b * s_q * topk * 4), len(b * 4), sink(h * 4);
+  {  // q: randn clamped to ±1 (SPEC §9.5 decode recipe)
+    auto qv = test::randn_bf16(rng, static_cast<size_t>(b * s_q * h * 576), 1.0, 0.0, 1.0);
+    fill_bf16(q, qv);
+  }
+  // The cache: every slot written from randn/10 (clamped ±1) through the library's cache writer.
+  {
+    auto lat = test::randn_bf16(rng, static_cast<size_t>(slots * 576), 0.1, 0.0, 1.0);
+    std::vector<int32_t> map(static_cast<size_t>(slots));
+    std::iota(map.begin(), map.end(), 0);
+    MlaCacheWriteParams w;
+    w.kv = make_view(lat.data(), DType::kBF16, {slots, 576});
+    w.slot_mapping = make_view(map.data(), DType::kI32, {slots});
+    w.cache = c.fp8 ? cache.view(false, DType::kU8, {nb, P, 656}) : cache.view(false, DType::kBF16, {nb, P, 576});
+    require_ok(run(w), "cache write");
+  }
+  std::vector<char> used(static_cast<size_t>(slots), 0);
+  int32_t* iv = ind.host_as<int32_t>();
+  for (int64_t bi = 0; bi < b; ++bi) len.host_as<int32_t>()[bi] = static_cast<int32_t>(rng.integer(0, topk));
+  for (int64_t r = 0; r < b * s_q; ++r) {
+    const bool empty = rng.uniform() < 0.05;
+    const int64_t n = c.topk_len ? len.host_as<int32_t>()[r / s_q] : topk;
+    for (int64_t i = 0; i < topk; ++i) {
+      int32_t v;
+      if (empty || rng.uniform() < c.invalid)
+        v = rng.uniform() < 0.5 ? -1 : random_sentinel(rng, slots);
+      else
+        v = static_cast<int32_t>(rng.integer(0, slots - 1));
+      iv[r * topk + i] = v;
+      if (i < n && v >= 0 && v < slots) used[static_cast<size_t>(v)] = 1;
+    }
+  }
+  // NaN in every unreferenced slot (0xFF: NaN codes, NaN scales, NaN k^R / bf16).
+  for (int64_t s = 0; s < slots; ++s)
+    if (!used[static_cast<size_t>(s)]) std::memset(cache.host() + s * row_bytes, 0xFF, static_cast<size_t>(row_bytes));
+  for (int64_t i = 0; i < h; ++i) sink.host_as<float>()[i] = static_cast<float>(rng.normal());
+  q.upload(), cache.upload(), ind.upload(), len.upload(), sink.upload();
+
+  const DType ot = c.f32_out ? DType::kF32 : DType::kBF16;
+  Mirror out(b * s_q * h * 512 * dtype_size(ot)), lse(b * s_q * h * 4);
+  // lse storage: [b, s_q, h] or FlashMLA's [b, h, s_q].
+  const int64_t ls0 = c.flashmla_lse ? h * s_q : s_q * h, ls1 = c.flashmla_lse ? 1 : h, ls2 = c.flashmla_lse ? s_q : 1;
+  auto make = [&](bool dev, Mirror& o, Mirror& l, DType out_type) {
+    SparseMlaDecodeParams p;
+    p.q = q.view(dev, DType::kBF16, {b, s_q, h, 576});
+    p.cache = c.fp8 ? cache.view(dev, DType::kU8, {nb, P, 656}) : cache.view(dev, DType::kBF16, {nb, P, 576});
+    p.indices = ind.view(dev, DType::kI32, {b, s_q, topk});
+    if (c.topk_len) p.topk_length = len.view(dev, DType::kI32, {b});
+    if (c.sink) p.attn_sink = sink.view(dev, DType::kF32, {h});
+    p.out = o.view(dev, out_type, {b, s_q, h, 512});
+    p.lse = l.view(dev, DType::kF32, {b, s_q, h}, {ls0, ls1, ls2});
+    p.sm_scale = std::pow(576.0f, -0.55f);
+    return p;
+  };
+  auto gpu_run = [&]() {
+    out.poison(0xFF), lse.poison(0xFF);
+    require_ok(run(make(true, out, lse, ot)), "cuda");
+    test::sync_ok();
+    return std::make_pair(out.download(), lse.download());
+  };
+  const auto a = gpu_run();
+  Mirror rout(b * s_q * h * 512 * 4), rlse(b * s_q * h * 4);
+  rout.poison(0xFF), rlse.poison(0xFF);
+  require_ok(ref::run(make(false, rout, rlse, DType::kF32), Accum::kF64), "reference");
+  const size_t n_out = static_cast<size_t>(b * s_q * h * 512), n_row = static_cast<size_t>(b * s_q * h);
+  const auto ro = f32_bytes_to_double(rout.host(), n_out);
+  const auto ao = c.f32_out ? f32_bytes_to_double(a.first.data(), n_out) : bf16_bytes_to_double(a.first);
+  expect_close(test::compare("decode out", ao, ro, test::kDecodeOut));
+  expect_close(test::compare("decode lse", f32_bytes_to_double(a.second.data(), n_row),
+                             f32_bytes_to_double(rlse.host(), n_row), test::kDecodeLse));
+  int64_t nan = 0;
+  for (double v : ao) nan += std::isnan(v) ? 1 : 0;
+  CHECK(nan == 0);
+  const auto again = gpu_run();
+  CHECK(again.first == a.first);
+  CHECK(again.second == a.second);
+}
+
+}  // namespace
+
+TEST_CASE("gpu sparse_mla_decode matches the CPU reference (FP8 and bf16 caches, NaN in unused slots)",
+          "[gpu][sparse_mla]") {
+  uint64_t salt = 0xDEC0;
+  for (bool fp8 : {true, false})
+    for (int64_t h : {1, 16, 64, 128}) {
+      DecCase c;
+      c.fp8 = fp8, c.h = h, c.b = 3, c.s_q = 2, c.topk = h == 128 ? 512 : 70, c.P = 64, c.num_blocks = 12;
+      run_dec_case(c, ++salt);
+    }
+  {
+    DecCase c;  // FlashMLA lse layout, topk_length, P = 1 and odd pages
+    c.flashmla_lse = true, c.topk_len = true, c.b = 4, c.s_q = 3, c.h = 32, c.topk = 100, c.P = 1, c.num_blocks = 300;
+    run_dec_case(c, ++salt);
+  }
+  {
+    DecCase c;
+    c.flashmla_lse = true, c.sink = true, c.f32_out = true, c.b = 2, c.s_q = 1, c.h = 100, c.topk = 33, c.P = 7,
+    c.num_blocks = 9;
+    run_dec_case(c, ++salt);
+  }
+  {
+    DecCase c;  // bf16 cache, many tokens, long lists
+    c.fp8 = false, c.b = 16, c.s_q = 2, c.h = 64, c.topk = 2048, c.P = 64, c.num_blocks = 40, c.topk_len = true;
+    run_dec_case(c, ++salt);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode matches the FlashMLA FP8 golden", "[gpu][sparse_mla][golden]") {
+  auto g = test::load_golden("flashmla_sparse_decode_fp8");
+  if (!g) return;
+  const auto& gq = g->tensor("q");
+  const auto& gc = g->tensor("k_cache");
+  const auto& gi = g->tensor("indices");
+  const int64_t b = gq.shape[0], s_q = gq.shape[1], h = gq.shape[2], topk = gi.shape[2];
+  const int64_t nb = gc.shape[0], P = gc.shape[1];
+  Mirror q(gq.bytes.size()), cache(gc.bytes.size()), ind(gi.bytes.size()), out(b * s_q * h * 512 * 2),
+      lse(b * s_q * h * 4);
+  std::memcpy(q.host(), gq.bytes.data(), gq.bytes.size());
+  std::memcpy(cache.host(), gc.bytes.data(), gc.bytes.size());
+  std::memcpy(ind.host(), gi.bytes.data(), gi.bytes.size());
+  q.upload(), cache.upload(), ind.upload();
+  out.poison(0xFF), lse.poison(0xFF);
+  SparseMlaDecodeParams p;
+  p.q = q.view(true, DType::kBF16, {b, s_q, h, 576});
+  p.cache = cache.view(true, DType::kU8, {nb, P, 656});
+  p.indices = ind.view(true, DType::kI32, {b, s_q, topk});
+  p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
+  // The golden lse is stored [b, h_q, s_q]: logical [b, s_q, h_q] with strides (h·s_q, 1, s_q).
+  p.lse = lse.view(true, DType::kF32, {b, s_q, h}, {h * s_q, 1, s_q});
+  p.sm_scale = static_cast<float>(g->param("sm_scale"));
+  require_ok(run(p), "cuda");
+  test::sync_ok();
+  const size_t n_row = static_cast<size_t>(b * s_q * h);
+  expect_close(test::compare("decode golden out", bf16_bytes_to_double(out.download()),
+                             bf16_bytes_to_double(g->tensor("out").bytes), test::kDecodeOut));
+  expect_close(test::compare("decode golden lse", f32_bytes_to_double(lse.download().data(), n_row),
+                             f32_bytes_to_double(g->tensor("lse").bytes.data(), n_row), test::kDecodeLse));
+}
