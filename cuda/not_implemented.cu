@@ -5,7 +5,6 @@
 
 #define DSA_CUDA_NOT_YET(X)                          \
   X(RopeTableParams, rope_table)                     \
-  X(DenseMlaFwdParams, dense_mla_fwd)                \
   DSA_FOR_EACH_TRAINING_OP(X)
 
 namespace dsa::cuda_backend {

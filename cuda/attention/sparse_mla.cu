@@ -47,6 +47,9 @@ struct AttnArgs {
   const uint8_t* kv;       // bf16 rows or 656-byte FP8 rows
   const int32_t* indices;
   const int32_t* topk_length;  // null: topk
+  const int32_t* ks;           // dense mode (non-null): keys [ks, ke) instead of an index list
+  const int32_t* ke;
+  int64_t ks_s, ke_s;
   const float* sink;           // null: none
   void* out;
   float* lse;
@@ -63,7 +66,7 @@ struct AttnArgs {
   int64_t P, page_bytes, row_bytes, num_rows;
   int topk, h_q, groups;
   float scale_log2;
-  bool out_f32, lse_base2, q_vec, kv_vec;
+  bool out_f32, lse_base2, q_vec, kv_vec, out_vec;
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -155,12 +158,19 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
   const int head0 = group * HG;
 
   int n_t = a.topk;
-  if (a.topk_length) {
+  int64_t dense_first = 0;
+  if (a.ks) {  // dense: [ks, ke) clamped to [0, s_kv] (the CPU reference rejects other values)
+    int64_t lo = a.ks[tok * a.ks_s], hi = a.ke[tok * a.ke_s];
+    lo = lo < 0 ? 0 : (lo > a.num_rows ? a.num_rows : lo);
+    hi = hi < lo ? lo : (hi > a.num_rows ? a.num_rows : hi);
+    dense_first = lo;
+    n_t = static_cast<int>(hi - lo);
+  } else if (a.topk_length) {
     const int v = a.topk_length[bi * a.tl_s];
     n_t = v < 0 ? 0 : (v > a.topk ? a.topk : v);
   }
   const int nchunks = (n_t + kBK - 1) / kBK;
-  const int32_t* idx_row = a.indices + bi * a.i_sb + si * a.i_ss;
+  const int32_t* idx_row = a.ks ? nullptr : a.indices + bi * a.i_sb + si * a.i_ss;
 
   // ---- Q tile (rows ≥ h_q are zero) ----
   {
@@ -187,7 +197,7 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
 
   auto row_valid = [&](int slot, int64_t* idx_out) -> bool {
     if (slot >= n_t) return false;
-    const int64_t idx = idx_row[slot];
+    const int64_t idx = a.ks ? dense_first + slot : static_cast<int64_t>(idx_row[slot]);
     *idx_out = idx;
     return idx >= 0 && idx < a.num_rows;
   };
@@ -433,9 +443,21 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
       const float v1 = empty ? 0.0f : o[j][2 * r + 1] * mul;
       const int64_t off = orow + col0 + j * 8;
       if (a.out_f32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(a.out) + off) = make_float2(v0, v1);
+        float* dst = static_cast<float*>(a.out) + off;
+        if (a.out_vec) {
+          *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+        } else {
+          dst[0] = v0;
+          dst[1] = v1;
+        }
       } else {
-        *reinterpret_cast<uint32_t*>(static_cast<__nv_bfloat16*>(a.out) + off) = pack_bf16(v0, v1);
+        __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(a.out) + off;
+        if (a.out_vec) {
+          *reinterpret_cast<uint32_t*>(dst) = pack_bf16(v0, v1);
+        } else {
+          dst[0] = __float2bfloat16_rn(v0);
+          dst[1] = __float2bfloat16_rn(v1);
+        }
       }
     }
     if (cg == 0 && (lane & 3) == 0) {
@@ -473,6 +495,15 @@ Status dispatch(const char* op, AttnArgs a, bool fp8, Stream stream) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// Two adjacent out elements can be stored as one 4-byte (bf16) / 8-byte (f32) word.
+bool out_pairs(const TensorView& out) {
+  const uintptr_t bytes = out.dtype == DType::kF32 ? 8 : 4;
+  if ((reinterpret_cast<uintptr_t>(out.data) & (bytes - 1)) != 0) return false;
+  for (int i = 0; i + 1 < out.rank; ++i)
+    if (out.stride[i] % 2 != 0) return false;
+  return true;
+}
+
 Status check_grid(const char* op, int64_t tokens, int h_q) {
   const int hg = wide_groups(h_q) ? 64 : 16;
   const int64_t groups = (h_q + hg - 1) / hg;
@@ -485,10 +516,12 @@ Status check_grid(const char* op, int64_t tokens, int h_q) {
 
 }  // namespace
 
-// ---- OP-SMLA-FWD ----------------------------------------------------------------------------------
+// ---- OP-SMLA-FWD and dense MLA forward --------------------------------------------------------------
 
-Status supports(const SparseMlaFwdParams& p) {
-  constexpr const char* op = "sparse_mla_fwd";
+namespace {
+
+template <typename P>
+Status supports_prefill(const char* op, const P& p) {
   if (p.q.dtype != DType::kBF16 || p.kv.dtype != DType::kBF16)
     return Status(StatusCode::kUnsupportedDtype,
                   std::string(op) + ": the CUDA path takes bf16 q and kv (q.dtype = " + dtype_name(p.q.dtype) +
@@ -497,33 +530,25 @@ Status supports(const SparseMlaFwdParams& p) {
     return Status(StatusCode::kUnsupportedShape,
                   std::string(op) + ": the CUDA path takes d_qk = 576 and d_v = 512 (q.shape[2] = " +
                       std::to_string(p.q.shape[2]) + ", out.shape[2] = " + std::to_string(p.out.shape[2]) + ")");
-  if (p.indices.shape[1] > INT_MAX || p.q.shape[1] > INT_MAX)
-    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": topk and h_q must be below 2^31");
+  if (p.q.shape[1] > INT_MAX || p.kv.shape[0] > INT_MAX)
+    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": h_q and s_kv must be below 2^31");
   if (p.out.dtype != DType::kBF16 && p.out.dtype != DType::kF32)
     return Status(StatusCode::kUnsupportedDtype, std::string(op) + ": out.dtype must be bf16 or f32");
   return check_grid(op, p.q.shape[0], static_cast<int>(p.q.shape[1]));
 }
-size_t workspace_size(const SparseMlaFwdParams&) { return 0; }
 
-Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
-  constexpr const char* op = "sparse_mla_fwd";
-  Status s = cuda_backend::supports(p);
-  if (!s.ok()) return s;
+// The fields shared by the sparse and dense prefill ops (q, kv, out, lse, max_logits, scale).
+template <typename P>
+AttnArgs prefill_args(const P& p) {
   AttnArgs a{};
   a.q = static_cast<const uint8_t*>(p.q.data);
   a.kv = static_cast<const uint8_t*>(p.kv.data);
-  a.indices = static_cast<const int32_t*>(p.indices.data);
-  a.topk_length = p.topk_length.present() ? static_cast<const int32_t*>(p.topk_length.data) : nullptr;
-  a.tl_s = p.topk_length.present() ? p.topk_length.stride[0] : 0;
-  a.sink = p.attn_sink.present() ? static_cast<const float*>(p.attn_sink.data) : nullptr;
-  a.sink_s = p.attn_sink.present() ? p.attn_sink.stride[0] : 0;
   a.out = p.out.data;
   a.lse = static_cast<float*>(p.lse.data);
   a.max_logits = p.max_logits.present() ? static_cast<float*>(p.max_logits.data) : nullptr;
   a.tokens = p.q.shape[0];
   a.s_inner = 1;
   a.q_sb = p.q.stride[0], a.q_ss = 0, a.q_sh = p.q.stride[1];
-  a.i_sb = p.indices.stride[0], a.i_ss = 0;
   a.o_sb = p.out.stride[0], a.o_ss = 0, a.o_sh = p.out.stride[1];
   a.l_sb = p.lse.stride[0], a.l_ss = 0, a.l_sh = p.lse.stride[1];
   a.m_sb = a.max_logits ? p.max_logits.stride[0] : 0;
@@ -532,14 +557,53 @@ Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
   a.page_bytes = p.kv.stride[0] * 2;
   a.row_bytes = 0;
   a.num_rows = p.kv.shape[0];
-  a.topk = static_cast<int>(p.indices.shape[1]);
   a.h_q = static_cast<int>(p.q.shape[1]);
   a.scale_log2 = p.sm_scale * kLog2e;
   a.out_f32 = p.out.dtype == DType::kF32;
   a.lse_base2 = p.lse_base == LseBase::kBase2;
   a.q_vec = aligned16(p.q.data) && (p.q.stride[0] * 2) % 16 == 0 && (p.q.stride[1] * 2) % 16 == 0;
   a.kv_vec = aligned16(p.kv.data) && a.page_bytes % 16 == 0;
-  return dispatch(op, a, false, stream);
+  a.out_vec = out_pairs(p.out);
+  return a;
+}
+
+}  // namespace
+
+Status supports(const SparseMlaFwdParams& p) {
+  constexpr const char* op = "sparse_mla_fwd";
+  if (p.indices.shape[1] > INT_MAX)
+    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": topk must be below 2^31");
+  return supports_prefill(op, p);
+}
+size_t workspace_size(const SparseMlaFwdParams&) { return 0; }
+
+Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
+  Status s = cuda_backend::supports(p);
+  if (!s.ok()) return s;
+  AttnArgs a = prefill_args(p);
+  a.indices = static_cast<const int32_t*>(p.indices.data);
+  a.i_sb = p.indices.stride[0], a.i_ss = 0;
+  a.topk_length = p.topk_length.present() ? static_cast<const int32_t*>(p.topk_length.data) : nullptr;
+  a.tl_s = p.topk_length.present() ? p.topk_length.stride[0] : 0;
+  a.sink = p.attn_sink.present() ? static_cast<const float*>(p.attn_sink.data) : nullptr;
+  a.sink_s = p.attn_sink.present() ? p.attn_sink.stride[0] : 0;
+  a.topk = static_cast<int>(p.indices.shape[1]);
+  return dispatch("sparse_mla_fwd", a, false, stream);
+}
+
+Status supports(const DenseMlaFwdParams& p) { return supports_prefill("dense_mla_fwd", p); }
+size_t workspace_size(const DenseMlaFwdParams&) { return 0; }
+
+Status run(const DenseMlaFwdParams& p, void*, size_t, Stream stream) {
+  Status s = cuda_backend::supports(p);
+  if (!s.ok()) return s;
+  AttnArgs a = prefill_args(p);
+  a.ks = static_cast<const int32_t*>(p.ks.data);
+  a.ke = static_cast<const int32_t*>(p.ke.data);
+  a.ks_s = p.ks.stride[0];
+  a.ke_s = p.ke.stride[0];
+  a.topk = static_cast<int>(p.kv.shape[0]);
+  return dispatch("dense_mla_fwd", a, false, stream);
 }
 
 // ---- OP-SMLA-DEC ----------------------------------------------------------------------------------
@@ -592,6 +656,7 @@ Status run(const SparseMlaDecodeParams& p, void*, size_t, Stream stream) {
   a.q_vec = aligned16(p.q.data) && (p.q.stride[0] * 2) % 16 == 0 && (p.q.stride[1] * 2) % 16 == 0 &&
             (p.q.stride[2] * 2) % 16 == 0;
   a.kv_vec = aligned16(p.cache.data) && a.page_bytes % 16 == 0 && a.row_bytes % 16 == 0;
+  a.out_vec = out_pairs(p.out);
   return dispatch(op, a, fp8, stream);
 }
 

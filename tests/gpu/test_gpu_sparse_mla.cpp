@@ -76,6 +76,7 @@ struct FwdCase {
   bool topk_len = false, sink = false, max_logits = true, f32_out = false, base2 = false;
   int64_t q_head_pad = 0;   // extra elements between heads (non-contiguous q)
   int64_t q_offset = 0;     // elements before q[0] (8: 16-byte aligned; 1: misaligned)
+  int64_t out_head_pad = 0; // extra elements between out heads (odd: no paired stores)
   double invalid = 0.1;     // fraction of sentinel slots
   double empty_rows = 0.02; // fraction of all-invalid rows
   bool check_determinism = true;
@@ -88,7 +89,9 @@ struct FwdResult {
 void run_fwd_case(const FwdCase& c, uint64_t salt) {
   test::Rng rng(salt);
   const int64_t s_q = c.s_q, h = c.h, s_kv = c.s_kv, topk = c.topk;
-  CAPTURE(s_q, h, s_kv, topk, c.topk_len, c.sink, c.f32_out, c.base2, c.q_head_pad, c.q_offset, c.invalid);
+  CAPTURE(s_q, h, s_kv, topk, c.topk_len, c.sink, c.f32_out, c.base2, c.q_head_pad, c.q_offset, c.out_head_pad,
+          c.invalid);
+  const int64_t oh = 512 + c.out_head_pad;
   const int64_t qh = 576 + c.q_head_pad, qt = h * qh;
   Mirror q((c.q_offset + s_q * qt) * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4), len(s_q * 4), sink(h * 4);
   {
@@ -108,7 +111,7 @@ void run_fwd_case(const FwdCase& c, uint64_t salt) {
   q.upload(), kv.upload(), ind.upload(), len.upload(), sink.upload();
 
   const DType ot = c.f32_out ? DType::kF32 : DType::kBF16;
-  Mirror out(s_q * h * 512 * dtype_size(ot)), lse(s_q * h * 4), ml(s_q * h * 4);
+  Mirror out(s_q * h * oh * dtype_size(ot)), lse(s_q * h * 4), ml(s_q * h * 4);
   auto make = [&](bool dev, Mirror& o, Mirror& l, Mirror& m, DType out_type) {
     SparseMlaFwdParams p;
     p.q = make_view(static_cast<uint8_t*>(dev ? q.dev() : q.host()) + c.q_offset * 2, DType::kBF16, {s_q, h, 576},
@@ -117,7 +120,10 @@ void run_fwd_case(const FwdCase& c, uint64_t salt) {
     p.indices = ind.view(dev, DType::kI32, {s_q, topk});
     if (c.topk_len) p.topk_length = len.view(dev, DType::kI32, {s_q});
     if (c.sink) p.attn_sink = sink.view(dev, DType::kF32, {h});
-    p.out = o.view(dev, out_type, {s_q, h, 512});
+    if (&o == &out)
+      p.out = o.view(dev, out_type, {s_q, h, 512}, {h * oh, oh, 1});
+    else
+      p.out = o.view(dev, out_type, {s_q, h, 512});
     p.lse = l.view(dev, DType::kF32, {s_q, h});
     if (c.max_logits) p.max_logits = m.view(dev, DType::kF32, {s_q, h});
     p.sm_scale = kSoftmaxScaleV32;
@@ -138,7 +144,13 @@ void run_fwd_case(const FwdCase& c, uint64_t salt) {
   require_ok(ref::run(make(false, rout, rlse, rml, DType::kF32), Accum::kF64), "reference");
   const size_t n_out = static_cast<size_t>(s_q * h * 512), n_row = static_cast<size_t>(s_q * h);
   const auto ro = f32_bytes_to_double(rout.host(), n_out);
-  const auto ao = c.f32_out ? f32_bytes_to_double(a.out.data(), n_out) : bf16_bytes_to_double(a.out);
+  std::vector<double> ao;
+  {
+    const auto padded = c.f32_out ? f32_bytes_to_double(a.out.data(), static_cast<size_t>(s_q * h * oh))
+                                  : bf16_bytes_to_double(a.out);
+    for (int64_t r = 0; r < s_q * h; ++r)
+      ao.insert(ao.end(), padded.begin() + r * oh, padded.begin() + r * oh + 512);
+  }
   expect_close(test::compare("out", ao, ro, test::kPrefillOut));
   const auto rl = f32_bytes_to_double(rlse.host(), n_row);
   const auto al = f32_bytes_to_double(a.lse.data(), n_row);
@@ -217,12 +229,14 @@ TEST_CASE("gpu sparse_mla_fwd: odd head counts, s_kv < topk, topk_length, sink, 
   }
 }
 
-TEST_CASE("gpu sparse_mla_fwd: non-contiguous and misaligned q", "[gpu][sparse_mla]") {
+TEST_CASE("gpu sparse_mla_fwd: non-contiguous and misaligned q and out", "[gpu][sparse_mla]") {
   uint64_t salt = 0x5C33;
   for (int64_t pad : {8, 64, 3})
     for (int64_t off : {0, 8, 1}) {
       FwdCase c;
       c.h = pad == 3 ? 16 : 64, c.topk = 77, c.s_q = 6, c.s_kv = 200, c.q_head_pad = pad, c.q_offset = off;
+      c.out_head_pad = off == 1 ? 1 : pad;
+      c.f32_out = pad == 64;
       run_fwd_case(c, ++salt);
     }
 }
@@ -479,4 +493,66 @@ TEST_CASE("gpu sparse_mla_decode matches the FlashMLA FP8 golden", "[gpu][sparse
                              bf16_bytes_to_double(g->tensor("out").bytes), test::kDecodeOut));
   expect_close(test::compare("decode golden lse", f32_bytes_to_double(lse.download().data(), n_row),
                              f32_bytes_to_double(g->tensor("lse").bytes.data(), n_row), test::kDecodeLse));
+}
+
+// ---- dense MLA forward (the same kernel over the implicit index list [ks, ke)) ------------------
+
+namespace {
+
+void run_dense_case(int64_t s_q, int64_t h, int64_t s_kv, bool causal, uint64_t salt) {
+  test::Rng rng(salt);
+  CAPTURE(s_q, h, s_kv, causal);
+  Mirror q(s_q * h * 576 * 2), kv(s_kv * 576 * 2), ks(s_q * 4), ke(s_q * 4);
+  fill_bf16(q, test::randn_bf16(rng, static_cast<size_t>(s_q * h * 576)));
+  fill_bf16(kv, test::randn_bf16(rng, static_cast<size_t>(s_kv * 576)));
+  for (int64_t t = 0; t < s_q; ++t) {
+    int32_t lo, hi;
+    if (causal) {  // a ragged batch packed at the end of the keys: sequences of 1–40 query tokens
+      const int64_t pos = s_kv - s_q + t;
+      lo = static_cast<int32_t>(std::max<int64_t>(0, pos - rng.integer(0, 2 * s_kv)));
+      hi = static_cast<int32_t>(pos + 1);
+    } else {
+      lo = static_cast<int32_t>(rng.integer(0, s_kv));
+      hi = rng.uniform() < 0.1 ? lo : static_cast<int32_t>(rng.integer(lo, s_kv));  // ~10% empty
+    }
+    ks.host_as<int32_t>()[t] = lo;
+    ke.host_as<int32_t>()[t] = hi;
+  }
+  q.upload(), kv.upload(), ks.upload(), ke.upload();
+  Mirror out(s_q * h * 512 * 2), lse(s_q * h * 4), ml(s_q * h * 4);
+  auto make = [&](bool dev, Mirror& o, Mirror& l, Mirror& m, DType ot) {
+    DenseMlaFwdParams p;
+    p.q = q.view(dev, DType::kBF16, {s_q, h, 576});
+    p.kv = kv.view(dev, DType::kBF16, {s_kv, 576});
+    p.ks = ks.view(dev, DType::kI32, {s_q});
+    p.ke = ke.view(dev, DType::kI32, {s_q});
+    p.out = o.view(dev, ot, {s_q, h, 512});
+    p.lse = l.view(dev, DType::kF32, {s_q, h});
+    p.max_logits = m.view(dev, DType::kF32, {s_q, h});
+    p.sm_scale = kSoftmaxScaleV32;
+    return p;
+  };
+  out.poison(0xFF), lse.poison(0xFF), ml.poison(0xFF);
+  require_ok(run(make(true, out, lse, ml, DType::kBF16)), "cuda");
+  test::sync_ok();
+  Mirror rout(s_q * h * 512 * 4), rlse(s_q * h * 4), rml(s_q * h * 4);
+  require_ok(ref::run(make(false, rout, rlse, rml, DType::kF32), Accum::kF64), "reference");
+  const size_t n_out = static_cast<size_t>(s_q * h * 512), n_row = static_cast<size_t>(s_q * h);
+  expect_close(test::compare("dense out", bf16_bytes_to_double(out.download()), f32_bytes_to_double(rout.host(), n_out),
+                             test::kPrefillOut));
+  expect_close(test::compare("dense lse", f32_bytes_to_double(lse.download().data(), n_row),
+                             f32_bytes_to_double(rlse.host(), n_row), test::kPrefillLse));
+  expect_close(test::compare("dense max_logits", f32_bytes_to_double(ml.download().data(), n_row),
+                             f32_bytes_to_double(rml.host(), n_row), test::kPrefillLse));
+}
+
+}  // namespace
+
+TEST_CASE("gpu dense_mla_fwd matches the CPU reference (causal and random ranges, empty ranges)",
+          "[gpu][sparse_mla][dense_mla]") {
+  uint64_t salt = 0xDE45;
+  run_dense_case(9, 128, 1500, true, ++salt);
+  run_dense_case(13, 16, 700, false, ++salt);
+  run_dense_case(7, 64, 3000, false, ++salt);
+  run_dense_case(5, 5, 90, true, ++salt);
 }
