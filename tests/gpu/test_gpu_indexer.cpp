@@ -87,6 +87,14 @@ double compare_rows(const std::vector<float>& a, const std::vector<float>& r, in
 
 uint8_t e4m3_of(double x) { return float_to_e4m3(static_cast<float>(x)); }
 
+// Head weights. The tolerance scale is max|row|; with signed weights a row of a few keys can
+// cancel to a value far below its terms' magnitudes (any fp32 evaluation order then differs by
+// more than δ·max|row|), so signed weights are used only where every row spans many keys.
+float head_weight(test::Rng& rng, bool signed_w) {
+  const double v = rng.normal() * 0.05;
+  return static_cast<float>(signed_w ? v : std::fabs(v) + 1e-3);
+}
+
 // ---- prefill --------------------------------------------------------------------------------
 
 struct Prefill {
@@ -97,6 +105,7 @@ struct Prefill {
   bool clean = true;
   std::vector<int32_t> ks, ke;
   int zero_heads = 0;  // heads [0, zero_heads) get q·k < 0 for every key (exact ReLU zeros)
+  bool signed_w = false;  // signed head weights (cancellation): only with long rows, see below
 };
 
 void fill_ranges_random(Prefill& c, test::Rng& rng) {
@@ -150,7 +159,7 @@ double check_prefill(const Prefill& c, test::Rng& rng) {
     for (int64_t x = c.h * c.d; x < q_s0; ++x) put(q, t * q_s0 + x, NAN);  // padding is never read
   }
   for (int64_t s = 0; s < c.s_kv; ++s) sc.host_as<float>()[s] = static_cast<float>(rng.uniform(1e-3, 2e-2));
-  for (int64_t i = 0; i < c.s_q * c.h; ++i) w.host_as<float>()[i] = static_cast<float>(rng.normal() * 0.05);
+  for (int64_t i = 0; i < c.s_q * c.h; ++i) w.host_as<float>()[i] = head_weight(rng, c.signed_w);
   std::memcpy(ks.host(), c.ks.data(), c.s_q * 4);
   std::memcpy(ke.host(), c.ke.data(), c.s_q * 4);
   for (Mirror* m : {&q, &k, &sc, &w, &ks, &ke}) m->upload();
@@ -262,12 +271,20 @@ TEST_CASE("gpu indexer prefill: long rows (40K keys) and a causal 1K x 8K chunk"
     c.ks[1] = 7;
     c.ke[1] = 39993;
     check_prefill(c, rng);
+    c.name = "long, signed weights";
+    for (int64_t t = 0; t < c.s_q; ++t) {
+      c.ks[t] = static_cast<int32_t>(rng.integer(0, 2000));
+      c.ke[t] = static_cast<int32_t>(rng.integer(38000, 40000));
+    }
+    c.signed_w = true;
+    check_prefill(c, rng);
   }
   {
     Prefill c;
     c.name = "causal-chunk";
     c.s_q = 1024;
     c.s_kv = 8192;
+    c.signed_w = true;  // every row spans at least 7169 keys
     fill_ranges_causal(c, 8192 - 1024);
     check_prefill(c, rng);
   }
@@ -392,6 +409,7 @@ struct Paged {
   const char* name = "";
   int64_t b = 0, next_n = 1, h = 64, d = 128, P = 64, max_ctx = 0, page_pad = 0, ld_pad = 0;
   bool two_d = false;
+  bool signed_w = false;
   std::vector<int32_t> lens;  // [b] or [b·next_n]
 };
 
@@ -420,7 +438,7 @@ void check_paged(const Paged& c, test::Rng& rng) {
       bt(c.b * max_blocks * 4), out(rows * ld * 4);
   std::memset(cache.host(), 0x7F, cache.bytes());  // NaN codes and NaN scales where nothing is written
   for (int64_t i = 0; i < rows * c.h * c.d; ++i) q.host()[i] = e4m3_of(rng.normal() * 2.0);
-  for (int64_t i = 0; i < rows * c.h; ++i) w.host_as<float>()[i] = static_cast<float>(rng.normal() * 0.05);
+  for (int64_t i = 0; i < rows * c.h; ++i) w.host_as<float>()[i] = head_weight(rng, c.signed_w);
   std::memcpy(lens.host(), c.lens.data(), c.lens.size() * 4);
   int64_t next = 0;
   for (int64_t i = 0; i < c.b; ++i)
@@ -527,6 +545,10 @@ TEST_CASE("gpu indexer decode: long contexts (40K) and uneven lengths", "[gpu][i
   c.max_ctx = 40000;
   c.lens = {40000, 1, 17000, 0, 39999};
   check_paged(c, rng);
+  c.name = "long, signed weights";
+  c.lens = {40000, 3000, 17000, 0, 39999};  // every non-empty row spans many keys
+  c.signed_w = true;
+  check_paged(c, rng);
 }
 
 TEST_CASE("gpu indexer decode reproduces DeepGEMM fp8_paged_mqa_logits (golden)", "[gpu][indexer][golden]") {
@@ -585,4 +607,95 @@ TEST_CASE("gpu indexer decode reproduces DeepGEMM fp8_paged_mqa_logits (golden)"
   CHECK(diff < 5e-6);
   REQUIRE(run(make(false)).ok());
   compare_rows(ours, as_floats(out.host_bytes()), B * N, max_ctx, max_ctx, 2e-3);
+}
+
+// ---- CUDA graph capture -----------------------------------------------------------------------
+
+namespace {
+
+// Eager run, then the same call captured on a user stream: the replay gives the same bytes.
+template <typename P>
+void graph_replay_matches(const P& p, Mirror& out) {
+  out.poison(0xFF);
+  {
+    const Status s = run(p);
+    INFO(s.message());
+    REQUIRE(s.ok());
+  }
+  test::sync_ok();
+  const auto eager = out.download();
+  GPU_REQUIRE(cudaMemset(out.dev(), 0xFF, out.bytes()));
+  test::sync_ok();
+  cudaStream_t stream;
+  GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status s = run(p, nullptr, 0, stream);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  INFO(s.message());
+  REQUIRE(s.ok());
+  GPU_REQUIRE(end);
+  cudaGraphExec_t exec;
+  GPU_REQUIRE(cudaGraphInstantiate(&exec, graph, 0));
+  GPU_REQUIRE(cudaGraphLaunch(exec, stream));
+  GPU_REQUIRE(cudaStreamSynchronize(stream));
+  CHECK(out.download() == eager);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+
+TEST_CASE("gpu indexer: prefill and decode captured in a CUDA graph replay bitwise", "[gpu][indexer][graph]") {
+  test::Rng rng(0x1D21);
+  {
+    const int64_t S = 40, SKV = 900, H = 64, D = 128;
+    Mirror q(S * H * D), k(SKV * D), sc(SKV * 4), w(S * H * 4), ks(S * 4), ke(S * 4), out(S * SKV * 4);
+    for (int64_t i = 0; i < S * H * D; ++i) q.host()[i] = e4m3_of(rng.normal() * 2.0);
+    for (int64_t i = 0; i < SKV * D; ++i) k.host()[i] = e4m3_of(rng.normal() * 2.0);
+    for (int64_t i = 0; i < SKV; ++i) sc.host_as<float>()[i] = static_cast<float>(rng.uniform(1e-3, 2e-2));
+    for (int64_t i = 0; i < S * H; ++i) w.host_as<float>()[i] = head_weight(rng, false);
+    for (int64_t t = 0; t < S; ++t) {
+      ks.host_as<int32_t>()[t] = static_cast<int32_t>(rng.integer(0, 300));
+      ke.host_as<int32_t>()[t] = static_cast<int32_t>(rng.integer(300, SKV));
+    }
+    for (Mirror* m : {&q, &k, &sc, &w, &ks, &ke}) m->upload();
+    IndexerLogitsParams p;
+    p.q = q.view(true, DType::kE4M3, {S, H, D});
+    p.k = k.view(true, DType::kE4M3, {SKV, D});
+    p.k_scale = sc.view(true, DType::kF32, {SKV});
+    p.weights = w.view(true, DType::kF32, {S, H});
+    p.ks = ks.view(true, DType::kI32, {S});
+    p.ke = ke.view(true, DType::kI32, {S});
+    p.logits = out.view(true, DType::kF32, {S, SKV});
+    graph_replay_matches(p, out);
+  }
+  {
+    const int64_t B = 3, N = 2, H = 64, D = 128, P = 64, max_blocks = 10, num_blocks = 30, ctx = 640;
+    Mirror q(B * N * H * D), cache(num_blocks * 132 * P), w(B * N * H * 4), lens(B * 4), bt(B * max_blocks * 4),
+        out(B * N * ctx * 4);
+    for (int64_t i = 0; i < B * N * H * D; ++i) q.host()[i] = e4m3_of(rng.normal() * 2.0);
+    for (int64_t pg = 0; pg < num_blocks; ++pg) {
+      uint8_t* page = cache.host() + pg * 132 * P;
+      for (int64_t i = 0; i < 128 * P; ++i) page[i] = e4m3_of(rng.normal() * 2.0);
+      for (int64_t s = 0; s < P; ++s) {
+        const float v = static_cast<float>(rng.uniform(1e-3, 2e-2));
+        std::memcpy(page + 128 * P + 4 * s, &v, 4);
+      }
+    }
+    for (int64_t i = 0; i < B * N * H; ++i) w.host_as<float>()[i] = head_weight(rng, false);
+    for (int64_t i = 0; i < B; ++i) lens.host_as<int32_t>()[i] = static_cast<int32_t>(rng.integer(1, ctx));
+    for (int64_t i = 0; i < B * max_blocks; ++i) bt.host_as<int32_t>()[i] = static_cast<int32_t>(i % num_blocks);
+    for (Mirror* m : {&q, &cache, &w, &lens, &bt}) m->upload();
+    IndexerPagedLogitsParams p;
+    p.q = q.view(true, DType::kE4M3, {B, N, H, D});
+    p.k_cache = cache.view(true, DType::kU8, {num_blocks, 132 * P});
+    p.weights = w.view(true, DType::kF32, {B * N, H});
+    p.context_lens = lens.view(true, DType::kI32, {B});
+    p.block_table = bt.view(true, DType::kI32, {B, max_blocks});
+    p.logits = out.view(true, DType::kF32, {B * N, ctx});
+    p.page_block_size = static_cast<int32_t>(P);
+    graph_replay_matches(p, out);
+  }
 }
