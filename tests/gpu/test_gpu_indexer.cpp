@@ -49,7 +49,7 @@ std::vector<float> as_floats(const std::vector<uint8_t>& b) {
 // Non-finite reference entries (−∞ mask, poison) must match bitwise; finite ones within
 // delta·max|ref row|. Returns the cos_diff over the finite entries.
 double compare_rows(const std::vector<float>& a, const std::vector<float>& r, int64_t rows, int64_t cols,
-                    int64_t stride, double delta) {
+                    int64_t stride, double delta, double* worst_out = nullptr) {
   int64_t special_bad = 0, bad = 0, first = -1;
   double worst_ratio = 0;
   std::vector<double> fa, fr;
@@ -82,6 +82,7 @@ double compare_rows(const std::vector<float>& a, const std::vector<float>& r, in
                                             : std::string()));
   CHECK(special_bad == 0);
   CHECK(bad == 0);
+  if (worst_out) *worst_out = worst_ratio;
   return test::cos_diff(fa, fr);
 }
 
@@ -193,8 +194,12 @@ double check_prefill(const Prefill& c, test::Rng& rng) {
     INFO("cpu: " << s.message());
     REQUIRE(s.ok());
   }
+  double worst = 0;
   const double cd =
-      compare_rows(as_floats(first), as_floats(out.host_bytes()), c.s_q, c.s_kv, ld, fp8 ? 2e-3 : 1e-5);
+      compare_rows(as_floats(first), as_floats(out.host_bytes()), c.s_q, c.s_kv, ld, fp8 ? 2e-3 : 1e-5, &worst);
+  std::printf("prefill %-22s s_q %5lld s_kv %6lld h %2lld d %3lld %-4s: max|a-r|/max|row| %.2e, cos_diff %.2e\n",
+              c.name, (long long)c.s_q, (long long)c.s_kv, (long long)c.h, (long long)c.d, dtype_name(c.dt), worst,
+              cd);
   INFO("cos_diff " << cd);
   if (fp8) CHECK(cd <= 5e-6);
   // Rerun (poisoned again): bitwise identical.
@@ -398,7 +403,9 @@ TEST_CASE("gpu indexer prefill reproduces DeepGEMM fp8_mqa_logits (golden)", "[g
   CHECK(diff < 5e-6);
   // And against the CPU reference on the same codes.
   REQUIRE(run(make(false)).ok());
-  compare_rows(ours, as_floats(out.host_bytes()), S, SKV, SKV, 2e-3);
+  double worst = 0;
+  const double cd = compare_rows(ours, as_floats(out.host_bytes()), S, SKV, SKV, 2e-3, &worst);
+  std::printf("prefill golden vs CPU reference: max|a-r|/max|row| %.2e, cos_diff %.2e\n", worst, cd);
 }
 
 // ---- decode ---------------------------------------------------------------------------------
@@ -482,7 +489,11 @@ void check_paged(const Paged& c, test::Rng& rng) {
     INFO("cpu: " << s.message());
     REQUIRE(s.ok());
   }
-  const double cd = compare_rows(as_floats(first), as_floats(out.host_bytes()), rows, c.max_ctx, ld, 2e-3);
+  double worst = 0;
+  const double cd = compare_rows(as_floats(first), as_floats(out.host_bytes()), rows, c.max_ctx, ld, 2e-3, &worst);
+  std::printf("decode  %-22s b %3lld next_n %lld P %3lld ctx %6lld h %2lld: max|a-r|/max|row| %.2e, cos_diff %.2e\n",
+              c.name, (long long)c.b, (long long)c.next_n, (long long)c.P, (long long)c.max_ctx, (long long)c.h, worst,
+              cd);
   INFO("cos_diff " << cd);
   CHECK(cd <= 5e-6);
   GPU_REQUIRE(cudaMemset(out.dev(), 0xFF, out.bytes()));
@@ -606,7 +617,9 @@ TEST_CASE("gpu indexer decode reproduces DeepGEMM fp8_paged_mqa_logits (golden)"
   std::printf("gpu paged golden calc_diff %.3e (limit 5e-6)\n", diff);
   CHECK(diff < 5e-6);
   REQUIRE(run(make(false)).ok());
-  compare_rows(ours, as_floats(out.host_bytes()), B * N, max_ctx, max_ctx, 2e-3);
+  double worst = 0;
+  const double cd = compare_rows(ours, as_floats(out.host_bytes()), B * N, max_ctx, max_ctx, 2e-3, &worst);
+  std::printf("paged golden vs CPU reference: max|a-r|/max|row| %.2e, cos_diff %.2e\n", worst, cd);
 }
 
 // ---- CUDA graph capture -----------------------------------------------------------------------
