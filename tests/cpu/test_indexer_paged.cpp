@@ -227,7 +227,7 @@ TEST_CASE("paged indexer logits match the float64 oracle", "[indexer][decode]") 
     check(c, false);
     const auto first = c.logits;
     REQUIRE(run(c.params()).ok());
-    CHECK(std::memcmp(first.data(), c.logits.data(), first.size() * 4) == 0);  // run to run
+    CHECK((first.empty() || std::memcmp(first.data(), c.logits.data(), first.size() * 4) == 0));  // run to run
     REQUIRE(ref::run(c.params(), Accum::kF64).ok());
     check(c, true);
   }
