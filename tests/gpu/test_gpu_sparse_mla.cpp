@@ -556,3 +556,53 @@ TEST_CASE("gpu dense_mla_fwd matches the CPU reference (causal and random ranges
   run_dense_case(7, 64, 3000, false, ++salt);
   run_dense_case(5, 5, 90, true, ++salt);
 }
+
+TEST_CASE("gpu sparse_mla_decode: CUDA-graph capture gives the direct run's bits", "[gpu][sparse_mla][graph]") {
+  test::Rng rng(0x6A77);
+  const int64_t b = 3, s_q = 2, h = 64, topk = 96, P = 16, nb = 20, slots = nb * P;
+  Mirror q(b * s_q * h * 576 * 2), cache(slots * 656), ind(b * s_q * topk * 4), out(b * s_q * h * 512 * 2),
+      lse(b * s_q * h * 4);
+  fill_bf16(q, test::randn_bf16(rng, static_cast<size_t>(b * s_q * h * 576), 1.0, 0.0, 1.0));
+  {
+    auto lat = test::randn_bf16(rng, static_cast<size_t>(slots * 576), 0.1, 0.0, 1.0);
+    std::vector<int32_t> map(static_cast<size_t>(slots));
+    std::iota(map.begin(), map.end(), 0);
+    MlaCacheWriteParams w;
+    w.kv = make_view(lat.data(), DType::kBF16, {slots, 576});
+    w.slot_mapping = make_view(map.data(), DType::kI32, {slots});
+    w.cache = cache.view(false, DType::kU8, {nb, P, 656});
+    require_ok(run(w), "cache write");
+  }
+  for (int64_t i = 0; i < b * s_q * topk; ++i)
+    ind.host_as<int32_t>()[i] = rng.uniform() < 0.1 ? -1 : static_cast<int32_t>(rng.integer(0, slots - 1));
+  q.upload(), cache.upload(), ind.upload();
+  SparseMlaDecodeParams p;
+  p.q = q.view(true, DType::kBF16, {b, s_q, h, 576});
+  p.cache = cache.view(true, DType::kU8, {nb, P, 656});
+  p.indices = ind.view(true, DType::kI32, {b, s_q, topk});
+  p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
+  p.lse = lse.view(true, DType::kF32, {b, s_q, h});
+  p.sm_scale = kSoftmaxScaleV32;
+  out.poison(0xFF), lse.poison(0xFF);
+  require_ok(run(p), "direct");
+  test::sync_ok();
+  const auto direct_out = out.download(), direct_lse = lse.download();
+  out.poison(0xFF), lse.poison(0xFF);
+  cudaStream_t stream = nullptr;
+  GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const Status s = run(p, nullptr, 0, stream);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  require_ok(s, "captured run");
+  GPU_REQUIRE(end);
+  cudaGraphExec_t exec;
+  GPU_REQUIRE(cudaGraphInstantiate(&exec, graph, 0));
+  GPU_REQUIRE(cudaGraphLaunch(exec, stream));
+  GPU_REQUIRE(cudaStreamSynchronize(stream));
+  CHECK(out.download() == direct_out);
+  CHECK(lse.download() == direct_lse);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
