@@ -221,7 +221,7 @@ double check_prefill(const Prefill& c, test::Rng& rng) {
 
 }  // namespace
 
-TEST_CASE("gpu indexer prefill: FP8 tensor cores vs CPU reference, ragged/causal/tiny/empty shapes",
+TEST_CASE("gpu indexer prefill: FP8 tensor cores vs CPU reference on ragged/causal/tiny/empty shapes",
           "[gpu][indexer]") {
   test::Rng rng(0x1D01);
   struct Shape {
@@ -308,7 +308,7 @@ TEST_CASE("gpu indexer prefill: heavy exact zeros after ReLU", "[gpu][indexer]")
   }
 }
 
-TEST_CASE("gpu indexer prefill: exact mode (bf16 tensor cores, f32 general path)", "[gpu][indexer]") {
+TEST_CASE("gpu indexer prefill: exact mode (bf16 tensor cores and the f32 general path)", "[gpu][indexer]") {
   test::Rng rng(0x1D04);
   for (DType dt : {DType::kBF16, DType::kF32})
     for (int64_t s_kv : {1, 300, 3000}) {
@@ -330,7 +330,7 @@ TEST_CASE("gpu indexer prefill: exact mode (bf16 tensor cores, f32 general path)
   check_prefill(c, rng);
 }
 
-TEST_CASE("gpu indexer prefill: general path (h_idx != 64, d_idx != 128, unaligned rows)", "[gpu][indexer]") {
+TEST_CASE("gpu indexer prefill: general path (h_idx other than 64 or d_idx other than 128 or unaligned rows)", "[gpu][indexer]") {
   test::Rng rng(0x1D05);
   struct G {
     int64_t h, d, q_pad;
@@ -513,7 +513,7 @@ std::vector<int32_t> random_lens(test::Rng& rng, int64_t n, int64_t max_ctx) {
 
 }  // namespace
 
-TEST_CASE("gpu indexer decode: paged FP8 vs CPU reference, page sizes, next_n, 1-D/2-D lengths",
+TEST_CASE("gpu indexer decode: paged FP8 vs CPU reference over page sizes and next_n and 1-D/2-D lengths",
           "[gpu][indexer][decode]") {
   test::Rng rng(0x1D11);
   struct S {
