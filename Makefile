@@ -27,6 +27,11 @@ LAUNCHER := -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=cca
 endif
 
 CMAKE_COMMON := -G Ninja $(LAUNCHER) --no-warn-unused-cli
+# Golden test data: ../shared/testdata beside the clone by default; DSA_TESTDATA_DIR (environment)
+# points elsewhere, at configure time here and at test time in the tests themselves.
+ifneq ($(DSA_TESTDATA_DIR),)
+CMAKE_COMMON += -DDSA_TESTDATA_DIR=$(DSA_TESTDATA_DIR)
+endif
 
 .PHONY: all deps configure build demo test bench test-asan clean help
 

@@ -183,7 +183,7 @@ struct Row {
   Metrics m;
   std::string status = "ok";
   bool ok = true;
-  std::string cuda = "—";
+  std::string cuda = "-";
 };
 
 std::deque<Row> g_rows;  // deque: add_row() references stay valid
@@ -203,17 +203,17 @@ void fail(Row& r, const std::string& why) {
 }
 
 std::string time_str(double s) {
-  if (s < 0) return "—";
+  if (s < 0) return "-";
   if (s < 1e-3) return fmt("%.1f us", s * 1e6);
   if (s < 1) return fmt("%.1f ms", s * 1e3);
   return fmt("%.2f s", s);
 }
 
 std::string rate_flops(double flop, double s) {
-  return s > 0 ? fmt("%.2f GFLOP/s", flop / s * 1e-9) : "—";
+  return s > 0 ? fmt("%.2f GFLOP/s", flop / s * 1e-9) : "-";
 }
 std::string rate_per_s(double n, double s, const char* unit) {
-  if (s <= 0) return "—";
+  if (s <= 0) return "-";
   const double r = n / s;
   if (r >= 1e6) return fmt("%.2f M", r * 1e-6) + unit;
   if (r >= 1e3) return fmt("%.1f K", r * 1e-3) + unit;
@@ -225,7 +225,7 @@ void print_table(bool cuda_column) {
               "max abs", "rel-L2", "cos_diff", "CPU status");
   std::printf("%s\n", std::string(22 + 3 + 9 + 3 + 24 + 3 + 29 + 3 + 12, '-').c_str());
   for (const Row& r : g_rows) {
-    std::string a = "—", b = "—", c = "—";
+    std::string a = "-", b = "-", c = "-";  // ASCII: printf widths count bytes
     if (r.m.have) {
       a = fmt("%.2e", r.m.max_abs);
       b = fmt("%.2e", r.m.rel_l2);
