@@ -3,6 +3,13 @@
 // h_q {128, 64}; decode b 128, s_q {2, 1}, h_q 128, topk 2048 from the 656-byte FP8 cache (and the
 // bf16 cache), each request owning 32K slots. Inputs: a random block replicated on the device;
 // indices uniformly random inside each row's key range (all valid). Built only in CUDA builds.
+//
+// Measured on one H200 (2026-11-28, commit 6bbd53c, CUDA events, 10/20 iterations):
+//   prefill h 128: 19.7 ms, 118.6 TFLOP/s · h 64: 10.1 ms, 115.9 · h 16: 6.05 ms, 48.3
+//   decode FP8 b 128 × s_q 2: 2.59 ms, 56.5 TFLOP/s · s_q 1: 1.30 ms, 56.2 · bf16 cache, s_q 2: 1.54 ms, 94.6
+// ncu (prefill h 128): SM throughput 39%, L1/shared 52%, L2 9%, DRAM 4%, ~9k cycles per 32-key chunk per
+// block at one 256-thread block per SM: latency-bound (serial S → softmax → PV phases, three block
+// barriers per chunk); the next steps are wgmma with producer/consumer warpgroups and larger chunks.
 #if defined(DSA_WITH_CUDA)
 
 #include <benchmark/benchmark.h>
