@@ -38,7 +38,7 @@ endif
 all: build
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,11p' Makefile
 
 deps:
 	@./scripts/install_deps.sh
@@ -65,7 +65,7 @@ test: build
 
 bench: build
 	@set -e; for b in "$(BUILD_DIR)"/bench/bench_*; do \
-	  [ -x "$$b" ] || continue; n=$$(basename "$$b"); \
+	  [ -f "$$b" ] && [ -x "$$b" ] || continue; n=$$(basename "$$b"); \
 	  echo "== $$n (JSON: $(BUILD_DIR)/$$n.json)"; \
 	  "$$b" --benchmark_out="$(BUILD_DIR)/$$n.json" --benchmark_out_format=json $(BENCH_ARGS); \
 	done
