@@ -38,7 +38,7 @@ endif
 all: build
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,10p' Makefile
 
 deps:
 	@./scripts/install_deps.sh
