@@ -30,6 +30,9 @@ inline constexpr DTypeMask kU8 = mask_of(DType::kU8);
 inline constexpr DTypeMask kF64 = mask_of(DType::kF64);
 
 enum class Need { kRequired, kOptional };
+// Innermost stride 1 is the rule for every tensor (STYLE: kernels vectorize along it); a few
+// outputs (e.g. decode lse in FlashMLA's transposed storage) accept any non-overlapping strides.
+enum class Layout { kInnermostContiguous, kAnyStrides };
 
 class ArgCheck {
  public:
@@ -39,7 +42,8 @@ class ArgCheck {
   // sizes and strides, innermost stride 1, non-null data when non-empty, element alignment, and
   // that the addressed byte range fits in int64. Returns true when present and valid.
   bool tensor(const char* arg, const TensorView& t, std::initializer_list<const char*> dims,
-              DTypeMask dtypes, Need need = Need::kRequired);
+              DTypeMask dtypes, Need need = Need::kRequired,
+              Layout layout = Layout::kInnermostContiguous);
 
   // Binds (or checks) a symbol from a scalar argument.
   void bind(const char* sym, int64_t value, const char* origin);
@@ -80,5 +84,18 @@ std::string dtype_list(DTypeMask mask);
 
 // Element offset one past the last addressed element of a view (0 if empty).
 int64_t extent_elements(const TensorView& t);
+
+// ---- memory relations between views (never reads contents) ----------------------------------
+
+// Whether the byte ranges addressed by two present, non-empty views intersect.
+bool views_overlap(const TensorView& a, const TensorView& b);
+// The same memory with the same dtype, shape and strides: the one aliasing in-place ops allow.
+bool views_identical(const TensorView& a, const TensorView& b);
+// An output whose elements alias one another (a zero or too small stride) would make the result
+// depend on the write order: fails naming the stride.
+void require_distinct_elements(ArgCheck& c, const char* name, const TensorView& t);
+// Output `out` must not overlap `in` (unless `in_place_ok` and the views are identical).
+void require_no_overlap(ArgCheck& c, const char* out_name, const TensorView& out, const char* in_name,
+                        const TensorView& in, bool in_place_ok = false);
 
 }  // namespace dsa::detail

@@ -1,6 +1,5 @@
 // Validator of OP-HAD (SPEC §4.5): bf16 [n, 128] in and out; in place allowed.
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

@@ -1,7 +1,6 @@
 // Validator of OP-IDX-BWD, the indexer backward in exact mode (SPEC §8.4). Shapes, dtypes, strides
 // and scalars only; the CPU reference checks the values (ranges, positions).
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

@@ -1,6 +1,5 @@
 // Validator of OP-IDXPREP (SPEC §4.2 steps 1–6, §4.6, §7.2, §11.2).
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

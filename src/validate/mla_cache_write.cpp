@@ -1,7 +1,6 @@
 // Validator of OP-MLACACHE (SPEC §7.1): bf16 latent rows [n, 576] into a paged cache, either the
 // 656-byte FP8 format ([num_blocks, P, 656] u8) or plain bf16 ([num_blocks, P, 576] bf16).
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

@@ -1,7 +1,6 @@
 // Validator of OP-ROPE apply (SPEC §3.3, §4.2 step 2): bf16 x/out [n, heads, d], i32 positions,
 // fp32 tables [max_pos, rope_dim / 2]; the rotated slice [rope_offset, rope_offset + rope_dim).
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

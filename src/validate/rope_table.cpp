@@ -2,7 +2,6 @@
 #include <cmath>
 
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

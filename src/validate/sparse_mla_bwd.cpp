@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "common/op_list.hpp"
-#include "validate/transform_checks.hpp"
 
 namespace dsa::detail {
 

@@ -385,7 +385,7 @@ TEST_CASE("sparse_mla_decode rejects bad input for every argument and writes not
   SECTION("lse rank") { p.lse.rank = 2; code = kInv; needle = "lse has rank 2"; }
   SECTION("lse dtype") { p.lse.dtype = DType::kBF16; code = kDt; needle = "lse.dtype = bf16"; }
   SECTION("lse negative stride") { p.lse.stride[1] = -1; code = kInv; needle = "lse.stride[1] = -1"; }
-  SECTION("lse overlapping strides") { p.lse.stride[1] = 2; code = kInv; needle = "lse strides"; }
+  SECTION("lse overlapping strides") { p.lse.stride[1] = 2; code = kInv; needle = "elements of lse overlap"; }
   SECTION("lse null") { p.lse.data = nullptr; code = kNull; needle = "lse is null"; }
   SECTION("sm_scale 0") { p.sm_scale = 0.0f; code = kInv; needle = "sm_scale = 0"; }
   SECTION("sm_scale NaN") { p.sm_scale = std::nanf(""); code = kInv; needle = "sm_scale = nan"; }
