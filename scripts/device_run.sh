@@ -25,6 +25,9 @@ BUILD_DIR="${BUILD_DIR:-build-device}"
 JOBS="${JOBS:-16}"
 BENCH_ARGS="${BENCH_ARGS:---benchmark_min_time=0.2}"
 BENCH_FILTER="${BENCH_FILTER:-}"
+BENCH_EXES="${BENCH_EXES:-bench_*}"   # which bench executables run (glob), e.g. 'bench_*_cuda'
+TORCH_BASELINES="${TORCH_BASELINES:-1}"  # also run bench/torch_baselines.py (ceilings, torch.topk, naive attention)
+SANITIZE="${SANITIZE:-1}"               # compute-sanitizer memcheck on a small GPU subset
 DEMO_ARGS="${DEMO_ARGS:-}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-240}"
 CUDA_MODE="${CUDA_MODE:-ON}"
@@ -115,7 +118,7 @@ set_note "$(ctest_note "$OUT/tests.log")"
 
 # ---- benchmarks -----------------------------------------------------------------------------------------
 found_bench=0
-for b in "$BUILD_DIR"/bench/bench_*; do
+for b in "$BUILD_DIR"/bench/$BENCH_EXES; do
   [ -x "$b" ] && [ -f "$b" ] || continue
   found_bench=1
   name=$(basename "$b")
@@ -124,6 +127,19 @@ for b in "$BUILD_DIR"/bench/bench_*; do
   run_step "$name" "$OUT/bench.log" timeout "$STEP_TIMEOUT" "$b" "${args[@]}"
 done
 [ "$found_bench" -eq 1 ] || { steps+=(bench); codes+=(1); secs+=(0); notes+=("no bench_* executables built"); }
+
+if [ "$TORCH_BASELINES" = 1 ]; then
+  run_step torch-baselines "$OUT/bench.log" timeout "$STEP_TIMEOUT" python3 bench/torch_baselines.py \
+    --json "$OUT/torch_baselines.json"
+fi
+
+# ---- compute-sanitizer on small cases ------------------------------------------------------------------
+if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
+  run_step memcheck "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool memcheck --error-exitcode 1 \
+    "$BUILD_DIR/tests/dsa_tests_gpu" "[golden]"
+  run_step racecheck "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "$BUILD_DIR/tests/dsa_tests_gpu" "gpu topk: ±inf and NaN*"
+fi
 
 # ---- demo ------------------------------------------------------------------------------------------------
 run_step demo "$OUT/demo.txt" timeout "$STEP_TIMEOUT" "$BUILD_DIR/examples/demo/dsa_demo" --device cuda $DEMO_ARGS
