@@ -1,6 +1,9 @@
 // Catch2 runner for the GPU tests: lists without touching CUDA (ctest discovery runs on machines
 // without a GPU), then exits 77 — which ctest reports as "skipped" — when no device is present.
 #define CATCH_CONFIG_RUNNER
+// Wide enough that no test name wraps when ctest discovery lists them (a wrapped name would be
+// registered as fragments that match nothing).
+#define CATCH_CONFIG_CONSOLE_WIDTH 400
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -14,6 +17,8 @@ int main(int argc, char** argv) {
   Catch::Session session;
   if (int rc = session.applyCommandLine(argc, argv)) return rc;
   auto& cfg = session.configData();
+  // A filter that matches no test is a failure, not a vacuous pass.
+  cfg.warnings = static_cast<Catch::WarnAbout::What>(cfg.warnings | Catch::WarnAbout::NoTests);
   const bool listing = cfg.listTests || cfg.listTestNamesOnly || cfg.listTags || cfg.listReporters;
   if (!listing) {
 #if defined(DSA_WITH_CUDA)

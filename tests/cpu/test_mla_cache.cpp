@@ -172,7 +172,7 @@ TEST_CASE("mla_cache_write: FP8 and bf16 caches vs a naive writer (shapes, strid
     }
 }
 
-TEST_CASE("mla_cache_write: write → dequantize equals quantize → dequantize; k_pe exact", "[mla_cache][fp8]") {
+TEST_CASE("mla_cache_write: write → dequantize equals quantize → dequantize, k_pe exact", "[mla_cache][fp8]") {
   test::Rng rng(603);
   for (ScaleFormat fmt : {ScaleFormat::kUe8m0, ScaleFormat::kRaw}) {
     CacheRun c(rng, 50, 1, 64, 0, 0, true, fmt, 0.0);

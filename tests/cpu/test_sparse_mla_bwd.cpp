@@ -448,7 +448,7 @@ TEST_CASE("sparse_mla_bwd equals the dense backward restricted by the selection 
   CHECK(rel_inf(P.dkv.values(), dkv) <= 1e-6);
 }
 
-TEST_CASE("sparse_mla_bwd: duplicates count once per occurrence; base-2 lse; all-invalid rows",
+TEST_CASE("sparse_mla_bwd: duplicates count once per occurrence, base-2 lse, all-invalid rows",
           "[sparse_mla_bwd]") {
   test::Rng rng(0xd0b);
   const Shape sh{4, 6, 2, 16, 8, 5};

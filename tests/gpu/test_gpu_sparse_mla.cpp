@@ -198,7 +198,7 @@ TEST_CASE("gpu sparse_mla_fwd matches the CPU reference over shapes", "[gpu][spa
     }
 }
 
-TEST_CASE("gpu sparse_mla_fwd: odd head counts; s_kv < topk; topk_length; sink; f32 out; base 2", "[gpu][sparse_mla]") {
+TEST_CASE("gpu sparse_mla_fwd: odd head counts, s_kv < topk, topk_length, sink, f32 out, base 2", "[gpu][sparse_mla]") {
   uint64_t salt = 0x5B22;
   for (int64_t h : {3, 17, 33, 65, 100}) {
     FwdCase c;
@@ -436,7 +436,7 @@ void run_dec_case(const DecCase& c, uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("gpu sparse_mla_decode matches the CPU reference (FP8 and bf16 caches; NaN in unused slots)",
+TEST_CASE("gpu sparse_mla_decode matches the CPU reference (FP8 and bf16 caches, NaN in unused slots)",
           "[gpu][sparse_mla]") {
   uint64_t salt = 0xDEC0;
   for (bool fp8 : {true, false})
@@ -548,7 +548,7 @@ void run_dense_case(int64_t s_q, int64_t h, int64_t s_kv, bool causal, uint64_t 
 
 }  // namespace
 
-TEST_CASE("gpu dense_mla_fwd matches the CPU reference (causal and random ranges; empty ranges)",
+TEST_CASE("gpu dense_mla_fwd matches the CPU reference (causal and random ranges, empty ranges)",
           "[gpu][sparse_mla][dense_mla]") {
   uint64_t salt = 0xDE45;
   run_dense_case(9, 128, 1500, true, ++salt);

@@ -337,7 +337,7 @@ TEST_CASE("gpu topk: paged-slot domain (FlashMLA page mapping)", "[gpu][topk]") 
   }
 }
 
-TEST_CASE("gpu topk: 64 rows past 256K columns; many 2048-rank segments", "[gpu][topk]") {
+TEST_CASE("gpu topk: 64 rows past 256K columns, many 2048-rank segments", "[gpu][topk]") {
   test::Rng rng(0xB006);
   {
     TopKCase c = base("64x256K+", 64, 262144 + 7, 2048);
