@@ -55,9 +55,11 @@ build: configure
 	cmake --build "$(BUILD_DIR)" -j$(JOBS)
 
 demo: configure
-	cmake --build "$(BUILD_DIR)" -j$(JOBS) --target dsa_demo
+	cmake --build "$(BUILD_DIR)" -j$(JOBS) --target dsa_demo dsa_warmup
 	@echo "== demo: one DSA layer on the default problem (flags: $(BUILD_DIR)/examples/demo/dsa_demo --help)"
 	"$(BUILD_DIR)/examples/demo/dsa_demo" $(DEMO_ARGS)
+	@echo "== training: indexer warm-up (dense KL) then sparse stage, Adam on the library's loss and gradients"
+	"$(BUILD_DIR)/examples/warmup/dsa_warmup" --quiet
 
 test: build
 	@echo "== ctest $(BUILD_DIR) (cpu tests; gpu tests report Skipped without a CUDA device)"

@@ -79,8 +79,8 @@ struct Problem {
     return r;
   }
   void poison() {
-    for (auto* v : {&dq32, &dk32, &dw32}) std::memset(v->data(), 0xFF, v->size() * 4);
-    for (auto* v : {&dq16, &dk16, &dw16}) std::memset(v->data(), 0xFF, v->size() * 2);
+    for (auto* v : {&dq32, &dk32, &dw32}) test::poison_float(*v);
+    for (auto* v : {&dq16, &dk16, &dw16}) test::poison_float(*v);
   }
   std::vector<double> out(int which) const {  // 0 dq, 1 dk, 2 dw
     const auto& f = which == 0 ? dq32 : which == 1 ? dk32 : dw32;

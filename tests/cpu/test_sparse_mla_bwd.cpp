@@ -85,7 +85,9 @@ struct Tensor {
     for (int64_t i = 0; i < numel(); ++i) v[i] = get(i);
     return v;
   }
-  void poison() { std::memset(mem.data(), dt == DType::kI32 ? 0x7F : 0xFF, mem.size()); }
+  void poison() {
+    if (!mem.empty()) std::memset(mem.data(), dt == DType::kI32 ? 0x7F : 0xFF, mem.size());
+  }
   TensorView view() const {
     TensorView v;
     v.data = const_cast<unsigned char*>(mem.data());

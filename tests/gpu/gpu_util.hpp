@@ -43,7 +43,7 @@ class Mirror {
   void upload() { GPU_REQUIRE(cudaMemcpy(dev_, host_.data(), host_.size(), cudaMemcpyHostToDevice)); }
   // Fills both sides with `byte` (outputs: 0xFF for float outputs, 0x7F for index outputs).
   void poison(uint8_t byte) {
-    std::memset(host_.data(), byte, host_.size());
+    if (!host_.empty()) std::memset(host_.data(), byte, host_.size());
     GPU_REQUIRE(cudaMemset(dev_, byte, host_.size()));
   }
   std::vector<uint8_t> download() const {
