@@ -16,87 +16,25 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_cuda.hpp"
 
 using namespace dsa;
+using bench::Dev;
+using bench::fill_replicated;
+using bench::time_loop;
+using bench::upload;
 
 namespace {
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
-struct Dev {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t bytes) : n(bytes) { check(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
-  ~Dev() { cudaFree(p); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-};
-
-// Fills `bytes` of device memory with a random host block of `block` bytes, replicated by doubling.
+// Fills `bytes` of device memory with random e4m3 codes (a 1 MiB block, replicated).
 void fill_codes(void* dst, size_t bytes, uint64_t seed, size_t block = 1 << 20) {
-  if (bytes == 0) return;
-  block = std::min(block, bytes);
-  const std::vector<uint8_t> h = bench::random_e4m3(static_cast<int64_t>(block), seed);
-  check(cudaMemcpy(dst, h.data(), block, cudaMemcpyHostToDevice), "fill");
-  size_t have = block;
-  while (have < bytes) {
-    const size_t n = std::min(have, bytes - have);
-    check(cudaMemcpy(static_cast<uint8_t*>(dst) + have, dst, n, cudaMemcpyDeviceToDevice), "replicate");
-    have += n;
-  }
-}
-
-template <typename T>
-void upload(void* dst, const std::vector<T>& v) {
-  check(cudaMemcpy(dst, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  fill_replicated(dst, bytes, bench::random_e4m3(static_cast<int64_t>(std::min(block, bytes)), seed));
 }
 
 std::vector<float> random_scales(int64_t n, uint64_t seed) {
   std::vector<float> v = bench::random_f32(n, 1.0, seed);
   for (auto& x : v) x = 1e-3f + 1e-2f * std::fabs(x);
   return v;
-}
-
-// Times `fn` per iteration with CUDA events; reports ms and the given per-call counts as rates.
-template <typename Fn>
-void time_loop(benchmark::State& st, Fn fn, double flops, double bytes) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
-  if (!fn().ok()) {
-    st.SkipWithError("run failed");
-    return;
-  }
-  check(cudaDeviceSynchronize(), "warm-up");
-  double total = 0;
-  int64_t iters = 0;
-  for (auto _ : st) {
-    check(cudaEventRecord(a), "record");
-    const Status s = fn();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    if (!s.ok()) {
-      st.SkipWithError(s.message().c_str());
-      break;
-    }
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    st.SetIterationTime(ms / 1e3);
-    total += ms / 1e3;
-    ++iters;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  if (iters > 0 && total > 0) {
-    st.counters["ms"] = total / iters * 1e3;
-    st.counters["TFLOPS"] = flops * iters / total / 1e12;
-    if (bytes > 0) st.counters["GB/s"] = bytes * iters / total / 1e9;
-  }
 }
 
 // args: s_q, s_kv, causal (1: key ranges of a chunk at the end of the keys; 0: every key).
@@ -173,13 +111,7 @@ void BM_decode_paged(benchmark::State& st) {
       std::memcpy(pages.data() + pg * page_bytes, codes.data() + pg * 128 * P, 128 * P);
       std::memcpy(pages.data() + pg * page_bytes + 128 * P, scales.data() + pg * P, 4 * P);
     }
-    check(cudaMemcpy(cache.p, pages.data(), pages.size(), cudaMemcpyHostToDevice), "pages");
-    size_t have = pages.size();
-    while (have < cache.n) {
-      const size_t n = std::min(have, cache.n - have);
-      check(cudaMemcpy(static_cast<uint8_t*>(cache.p) + have, cache.p, n, cudaMemcpyDeviceToDevice), "replicate");
-      have += n;
-    }
+    fill_replicated(cache.p, cache.n, pages);
   }
   upload(w.p, bench::random_f32(b * next_n * H, 0.05, 11));
   upload(lens.p, std::vector<int32_t>(b, static_cast<int32_t>(ctx)));

@@ -24,39 +24,15 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bench_cuda.hpp"
 
 using namespace dsa;
+using bench::Dev;
+using bench::fill_replicated;
+using bench::time_loop;
+using bench::upload;
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
-struct Dev {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t bytes) : n(bytes) { check(cudaMalloc(&p, bytes > 0 ? bytes : 1), "cudaMalloc"); }
-  ~Dev() { cudaFree(p); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-};
-
-// Fills `bytes` of device memory with the host block `h`, replicated by doubling.
-void fill_replicated(void* dst, size_t bytes, const std::vector<uint8_t>& h) {
-  if (bytes == 0) return;
-  const size_t block = std::min(h.size(), bytes);
-  check(cudaMemcpy(dst, h.data(), block, cudaMemcpyHostToDevice), "fill");
-  size_t have = block;
-  while (have < bytes) {
-    const size_t n = std::min(have, bytes - have);
-    check(cudaMemcpy(static_cast<uint8_t*>(dst) + have, dst, n, cudaMemcpyDeviceToDevice), "replicate");
-    have += n;
-  }
-}
 
 void fill_bf16(void* dst, size_t bytes, uint64_t seed, double scale = 0.1) {
   const auto v = bench::random_bf16(1 << 20, scale, seed);
@@ -81,47 +57,6 @@ void fill_fp8_cache(void* dst, size_t bytes, uint64_t seed) {
     std::memcpy(row + 528, pe.data() + t * 64, 128);
   }
   fill_replicated(dst, bytes, h);
-}
-
-void upload(void* dst, const std::vector<int32_t>& v) {
-  check(cudaMemcpy(dst, v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice), "upload");
-}
-
-template <typename Fn>
-void time_loop(benchmark::State& st, Fn fn, double flops, double bytes) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
-  const Status s0 = fn();
-  if (!s0.ok()) {
-    st.SkipWithError(s0.message().c_str());
-    return;
-  }
-  check(cudaDeviceSynchronize(), "warm-up");
-  double total = 0;
-  int64_t iters = 0;
-  for (auto _ : st) {
-    check(cudaEventRecord(a), "record");
-    const Status s = fn();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    if (!s.ok()) {
-      st.SkipWithError(s.message().c_str());
-      break;
-    }
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    st.SetIterationTime(ms / 1e3);
-    total += ms / 1e3;
-    ++iters;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  if (iters > 0 && total > 0) {
-    st.counters["ms"] = total / iters * 1e3;
-    st.counters["TFLOPS"] = flops * iters / total / 1e12;
-    if (bytes > 0) st.counters["GB/s"] = bytes * iters / total / 1e9;
-  }
 }
 
 // Random indices: row r draws topk values uniformly from [lo(r), lo(r) + range).
