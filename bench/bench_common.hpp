@@ -7,9 +7,28 @@
 #include <random>
 #include <vector>
 
+#include <benchmark/benchmark.h>
+
 #include "dsa/dsa.hpp"
 
+// Runs an op (before or inside the timed loop): a failing status or an unsupported config skips
+// the entry with the library's message instead of timing an error path.
+#define DSA_BENCH_CHECK(state, expr)               \
+  do {                                             \
+    const dsa::Status s_ = (expr);                 \
+    if (!s_.ok()) {                                \
+      (state).SkipWithError(s_.message().c_str()); \
+      return;                                      \
+    }                                              \
+  } while (0)
+
 namespace dsa::bench {
+
+// A per-call count reported as a rate (Google Benchmark 1.7 divides by the measured time).
+inline benchmark::Counter rate(double per_iteration) {
+  return benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate,
+                            benchmark::Counter::kIs1000);
+}
 
 // Sparse MLA forward: 2·h_q·topk·(d_qk + d_v) FLOP per query token, every slot counted.
 inline double sparse_mla_fwd_flops(double s_q, double h_q, double topk, double d_qk = 576,

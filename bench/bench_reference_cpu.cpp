@@ -23,21 +23,6 @@ using dsa::DType;
 using dsa::make_view;
 using namespace dsa::bench;
 
-// Runs the op once before timing: an unsupported config or a failure skips the entry with the
-// library's message instead of timing an error path.
-#define DSA_BENCH_CHECK(state, expr)                          \
-  do {                                                        \
-    const dsa::Status s_ = (expr);                            \
-    if (!s_.ok()) {                                           \
-      (state).SkipWithError(s_.message().c_str());            \
-      return;                                                 \
-    }                                                         \
-  } while (0)
-
-Counter rate(double per_iteration) {
-  return Counter(per_iteration, Counter::kIsIterationInvariantRate, Counter::kIs1000);
-}
-
 // ---- OP-ROPE ---------------------------------------------------------------------------------------
 
 void BM_RopeTable(benchmark::State& state) {

@@ -26,19 +26,6 @@ using dsa::DType;
 using dsa::make_view;
 using namespace dsa::bench;
 
-#define DSA_BENCH_CHECK(state, expr)               \
-  do {                                             \
-    const dsa::Status s_ = (expr);                 \
-    if (!s_.ok()) {                                \
-      (state).SkipWithError(s_.message().c_str()); \
-      return;                                      \
-    }                                              \
-  } while (0)
-
-Counter rate(double per_iteration) {
-  return Counter(per_iteration, Counter::kIsIterationInvariantRate, Counter::kIs1000);
-}
-
 constexpr int64_t kDqk = 576, kDv = 512, kHidx = 64, kDidx = 128;
 
 // Causal top-k: row t picks min(topk, t + 1) distinct random keys of its prefix; the rest −1.
