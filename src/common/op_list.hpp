@@ -1,4 +1,4 @@
-// src/ops/op_list.hpp — the list of ops and the pieces each one provides.
+// src/common/op_list.hpp — the list of ops and the pieces each one provides.
 //
 // Adding an op: a params struct in include/dsa/params.hpp, one line here and in the
 // DSA_DECLARE lists of include/dsa/ops.hpp, a validator in src/validate/<op>.cpp, a reference in
