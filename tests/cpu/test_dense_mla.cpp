@@ -118,6 +118,16 @@ TEST_CASE("dense_mla_fwd matches the float64 oracle on a ragged causal batch", "
     k.causal({2, 4});
     k.check();
   }
+  SECTION("V3.2 dims, h_q 1, three sequences") {
+    Case k(97, 1, 576, 512, 97, DType::kBF16, DType::kBF16, rng);
+    k.causal({1, 40, 56});
+    k.check();
+  }
+  SECTION("V3.2 dims, h_q 64, two sequences") {
+    Case k(23, 64, 576, 512, 23, DType::kBF16, DType::kBF16, rng);
+    k.causal({17, 6});
+    k.check();
+  }
   SECTION("f32 inputs and output, small dims") {
     Case k(62, 3, 72, 40, 62, DType::kF32, DType::kF32, rng);
     k.causal({30, 32});

@@ -212,6 +212,11 @@ TEST_CASE("sparse_mla_decode matches the float64 oracle on the dequantized cache
   { Config c; c.fp8 = false; c.b = 2; c.s_q = 2; c.h = 16; c.topk = 200; c.page = 32; c.num_blocks = 20; c.out = DType::kF32;
     c.flashmla_lse = true; c.lengths = true; configs.push_back(c); }
   { Config c; c.b = 1; c.s_q = 2; c.h = 2; c.topk = 2100; c.page = 64; c.num_blocks = 40; configs.push_back(c); }  // > one key chunk
+  // MTP with 4 tokens (s_q = 4): FP8 cache with lengths and FlashMLA lse layout, bf16 cache with sink.
+  { Config c; c.b = 2; c.s_q = 4; c.h = 16; c.topk = 96; c.page = 16; c.num_blocks = 24; c.lengths = true;
+    c.flashmla_lse = true; configs.push_back(c); }
+  { Config c; c.fp8 = false; c.b = 3; c.s_q = 4; c.h = 8; c.topk = 70; c.page = 8; c.num_blocks = 40; c.sink = true;
+    c.out = DType::kF32; configs.push_back(c); }
   for (size_t i = 0; i < configs.size(); ++i) {
     const Config& c = configs[i];
     INFO("config " << i << ": b " << c.b << " s_q " << c.s_q << " h_q " << c.h << " topk " << c.topk << " P " << c.page
@@ -256,6 +261,9 @@ TEST_CASE("FP8 decode equals sparse prefill on the dequantized cache", "[sparse_
   c.b = 3; c.s_q = 2; c.h = 32; c.topk = 192; c.lengths = true; c.flashmla_lse = true;
   Case k(c, rng);
   check_equals_prefill(k);
+  c.s_q = 4; c.h = 16; c.topk = 96;  // MTP, 4 tokens
+  Case k4(c, rng);
+  check_equals_prefill(k4);
 }
 
 TEST_CASE("bf16-cache decode equals sparse prefill on the same rows", "[sparse_mla_decode]") {
