@@ -461,6 +461,49 @@ TEST_CASE("gradients match central finite differences of a float64 loss", "[inde
   }
 }
 
+TEST_CASE("sparse-stage gradients match central finite differences of a float64 loss", "[indexer_loss]") {
+  test::Rng rng(113);
+  for (const Shape& sh : {Shape{6, 6, 2, 8, 3, 4}, Shape{5, 9, 3, 12, 2, 6}}) {
+    for (LossReduction red : {LossReduction::kSum, LossReduction::kMean}) {
+      const bool with_length = red == LossReduction::kMean;
+      CAPTURE(sh.s_q, sh.s_kv, (int)red, with_length);
+      Problem P = make_problem(rng, sh, DType::kF32, DType::kF32, false);
+      make_sparse(rng, P, rng.integer(2, 6), with_length);
+      P.mask.assign(sh.s_q, 1);
+      P.mask[1] = 0;
+      int64_t used = 0;  // unmasked rows with a non-empty S_t: the check is not vacuous
+      for (int64_t t = 0; t < sh.s_q; ++t) used += P.mask[t] && !P.keys[t].empty();
+      REQUIRE(used > 0);
+      const double c = 0.7;
+      std::vector<double> qi = P.qi.d, ki = P.ki.d, w(P.w.begin(), P.w.end());
+      auto L = [&] { return oracle(P, red, c, qi, ki, w, false).loss; };
+      const double h = 1e-6;
+      auto fd = [&](std::vector<double>& x) {
+        std::vector<double> g(x.size());
+        for (size_t i = 0; i < x.size(); ++i) {
+          const double x0 = x[i];
+          x[i] = x0 + h;
+          const double lp = L();
+          x[i] = x0 - h;
+          const double lm = L();
+          x[i] = x0;
+          g[i] = (lp - lm) / (2 * h);
+        }
+        return g;
+      };
+      const std::vector<double> fq = fd(qi), fk = fd(ki), fw = fd(w);
+      const Outputs o = run_op(P, sparse_params, Accum::kF64, DType::kF64, red, static_cast<float>(c));
+      CHECK(rel_err(o.dq.values(), fq) <= 1e-6);
+      CHECK(rel_err(o.dk.values(), fk) <= 1e-6);
+      CHECK(rel_err(o.dw.values(), fw) <= 1e-6);
+      const Grads g = oracle(P, red, c, P.qi.d, P.ki.d, std::vector<double>(P.w.begin(), P.w.end()));
+      CHECK(rel_err(g.dq, fq) <= 1e-6);
+      CHECK(rel_err(g.dk, fk) <= 1e-6);
+      CHECK(rel_err(g.dw, fw) <= 1e-6);
+    }
+  }
+}
+
 TEST_CASE("KL is non-negative and zero when the indexer equals the teacher", "[indexer_loss]") {
   test::Rng rng(104);
   SECTION("random problems: KL_t >= 0") {
@@ -497,6 +540,70 @@ TEST_CASE("KL is non-negative and zero when the indexer equals the teacher", "[i
     const Outputs r = run_op(Q, dense_params, Accum::kF64, DType::kF64);  // a generic problem
     CHECK(rel_err(o.dq.values(), std::vector<double>(o.dq.size(), 0.0), 1.0) <=
           1e-4 * rel_err(r.dq.values(), std::vector<double>(r.dq.size(), 0.0), 1.0));
+  }
+  SECTION("sparse stage: π = p over S_t gives KL = 0 and zero gradient") {
+    // The same construction; the teacher and the indexer are then both renormalized over S_t
+    // (make_sparse recomputes the teacher lse over the selected keys), so p = π there.
+    const Shape sh{24, 24, 3, 8, 4, 8};
+    Problem P = make_problem(rng, sh, DType::kF32, DType::kF32, false);
+    for (auto& v : P.qi.f) v = std::abs(v);
+    for (auto& v : P.ki.f) v = std::abs(v);
+    P.qi.d = test::to_double(P.qi.f);
+    P.ki.d = test::to_double(P.ki.f);
+    for (int64_t t = 0; t < sh.s_q; ++t) {
+      std::vector<double> u(sh.d_idx, 0.0);
+      for (int64_t j = 0; j < sh.h_idx; ++j)
+        for (int64_t d = 0; d < sh.d_idx; ++d) u[d] += P.w[t * sh.h_idx + j] * P.qi.d[(t * sh.h_idx + j) * sh.d_idx + d];
+      for (int64_t h = 0; h < sh.h_q; ++h)
+        for (int64_t d = 0; d < sh.d_qk; ++d) P.q.set((t * sh.h_q + h) * sh.d_qk + d, u[d] / P.tau);
+    }
+    P.kv = P.ki;
+    for (bool with_length : {false, true}) {
+      CAPTURE(with_length);
+      Problem S = P;
+      make_sparse(rng, S, 6, with_length);
+      int64_t multi = 0;  // rows with ≥ 2 selected keys (where KL could be non-zero)
+      for (const auto& K : S.keys) multi += K.size() >= 2;
+      REQUIRE(multi > 0);
+      const Outputs o = run_op(S, sparse_params, Accum::kF64, DType::kF64);
+      for (double v : o.kl.values()) CHECK(std::abs(v) <= 1e-6);
+      CHECK(std::abs(o.loss.values()[0]) <= 1e-6 * sh.s_q);
+      Problem Q = make_problem(rng, sh, DType::kF32, DType::kF32, false);  // a generic problem
+      Q.keys = S.keys;
+      Q.indices = S.indices;
+      Q.topk = S.topk;
+      Q.topk_length = S.topk_length;
+      Q.compute_lse();
+      const Outputs r = run_op(Q, sparse_params, Accum::kF64, DType::kF64);
+      const double generic = rel_err(r.dq.values(), std::vector<double>(r.dq.size(), 0.0), 1.0);
+      REQUIRE(generic > 0);
+      CHECK(rel_err(o.dq.values(), std::vector<double>(o.dq.size(), 0.0), 1.0) <= 1e-4 * generic);
+      CHECK(rel_err(o.dk.values(), std::vector<double>(o.dk.size(), 0.0), 1.0) <=
+            1e-4 * rel_err(r.dk.values(), std::vector<double>(r.dk.size(), 0.0), 1.0));
+    }
+  }
+}
+
+TEST_CASE("dense and sparse loss at the model's sizes match the float64 oracle", "[indexer_loss]") {
+  // V3.2: h_q 128, d_qk 576, h_idx 64, d_idx 128; one causal sequence of 130 tokens whose last
+  // 129 are the queries (row t sees keys [0, t + 2)).
+  test::Rng rng(114);
+  const Shape sh{129, 130, 128, 576, 64, 128};
+  Problem P = make_problem(rng, sh, DType::kBF16, DType::kBF16, false);
+  for (int64_t t = 0; t < sh.s_q; ++t) REQUIRE((P.ks[t] == 0 && P.ke[t] == t + 2));
+  {
+    INFO("dense");
+    const Grads g = oracle(P);
+    check_against(run_op(P, dense_params, Accum::kF64, DType::kF64), g, 1e-10);
+    check_against(run_op(P, dense_params, Accum::kF64, DType::kF32), g, 1e-6);
+    check_against(run_op(P, dense_params, Accum::kF32, DType::kF32), g, 2e-4);
+  }
+  {
+    INFO("sparse, topk 64");
+    make_sparse(rng, P, 64, true);
+    const Grads g = oracle(P);
+    check_against(run_op(P, sparse_params, Accum::kF64, DType::kF64), g, 1e-10);
+    check_against(run_op(P, sparse_params, Accum::kF32, DType::kF32), g, 2e-4);
   }
 }
 
