@@ -42,7 +42,7 @@ extern "C" {
 /* ABI version: major << 16 | minor. A struct whose abi_version has another major is rejected;
  * a newer minor only appends fields. */
 #define DSA_ABI_VERSION_MAJOR 1
-#define DSA_ABI_VERSION_MINOR 0
+#define DSA_ABI_VERSION_MINOR 1  /* 1.1: dsa_indexer_bwd_params gained dq_post, dk_post, dw_post */
 #define DSA_ABI_VERSION ((uint32_t)((DSA_ABI_VERSION_MAJOR << 16) | DSA_ABI_VERSION_MINOR))
 
 /* ---- status codes (dsa::StatusCode) -------------------------------------------------------- */

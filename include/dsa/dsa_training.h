@@ -33,7 +33,8 @@ typedef struct dsa_sparse_mla_bwd_params {
 
 /* OP-IDX-BWD: G = dL/dI → dq_raw, dk_raw, dw_raw through the weight fold, the Hadamard (if
  * `hadamard`) and the inverse RoPE. Dense G ([s_q, s_kv] with optional ks/ke) when grad_indices
- * is absent; sparse G ([s_q, k] values at grad_indices [s_q, k]) when it is given. */
+ * is absent; sparse G ([s_q, k] values at grad_indices [s_q, k]) when it is given; or the
+ * transforms-only form (dq_post, dk_post, dw_post given, no G). */
 typedef struct dsa_indexer_bwd_params {
   uint32_t struct_size;
   uint32_t abi_version;
@@ -52,6 +53,12 @@ typedef struct dsa_indexer_bwd_params {
   dsa_tensor dq_raw;       /* [s_q, h_idx, 128] f32 | bf16, out */
   dsa_tensor dk_raw;       /* [s_kv, 128] f32 | bf16, out */
   dsa_tensor dw_raw;       /* [s_q, h_idx] f32 | bf16, out */
+  /* ABI 1.1: the transforms-only form (all three given, grad absent): the loss ops' post-transform
+   * gradients → dq_raw, dk_raw, dw_raw through the fold, Hadamard and inverse RoPE only. The
+   * minimal struct_size stays the ABI 1.0 one (ends after dw_raw): older callers get them absent. */
+  dsa_tensor dq_post;      /* [s_q, h_idx, 128] f32, optional */
+  dsa_tensor dk_post;      /* [s_kv, 128] f32, optional */
+  dsa_tensor dw_post;      /* [s_q, h_idx] f32, optional (w.r.t. the folded weights) */
 } dsa_indexer_bwd_params;
 
 DSA_API dsa_status dsa_sparse_mla_bwd_params_init(dsa_sparse_mla_bwd_params* params);

@@ -55,11 +55,21 @@ struct SparseMlaBwdParams {
 //          the top-k indices the sparse loss used. A slot is used iff 0 ≤ grad_indices[t, i] < s_kv
 //          (−1 and every other out-of-range value are skipped, never read); duplicate columns
 //          follow index-list semantics (every occurrence counts). ks/ke must be absent.
+//
+// Transforms-only form (dq_post, dk_post, dw_post given): the caller already has the gradients
+// w.r.t. the post-transform q, k and the folded w — e.g. the dq_idx, dk_idx, dweights of
+// OP-LOSS-DENSE / OP-LOSS-SPARSE (f32 outputs). The score-gradient stage is skipped and only the
+// back-transforms above run (the same code as the G form's second half): dw_raw = dw_post·2⁻³·
+// fl32(128^-0.5); dq_post, dk_post → scaled Hadamard (if `hadamard`) → RoPE by −θ. All three must
+// be given; grad, grad_indices, ks and ke must be absent; q, k and weights are not read and may be
+// absent (when given, their shapes must agree). Positions and tables as in the G form.
 struct IndexerBwdParams {
   TensorView q;             // [s_q, h_idx, 128] bf16 | f32 — post-RoPE (post-Hadamard) indexer q
+                            //   (optional in the transforms-only form, as are k and weights)
   TensorView k;             // [s_kv, 128] bf16 | f32 — post-RoPE (post-Hadamard) indexer k
   TensorView weights;       // [s_q, h_idx] f32 — folded weights w (OP-IDXPREP weights_out)
   TensorView grad;          // [s_q, s_kv] (dense) | [s_q, k] (sparse) f32 — G = dL/dI
+                            //   (must be absent in the transforms-only form)
   TensorView grad_indices;  // [s_q, k] i32, optional — selects the sparse form
   TensorView ks;            // [s_q] i32, optional (dense form only; default 0)
   TensorView ke;            // [s_q] i32, optional (dense form only; default s_kv)
@@ -72,6 +82,11 @@ struct IndexerBwdParams {
   TensorView dq_raw;        // [s_q, h_idx, 128] f32 | bf16, out — dL/dq_raw (pre-RoPE)
   TensorView dk_raw;        // [s_kv, 128] f32 | bf16, out — dL/dk_raw (pre-RoPE)
   TensorView dw_raw;        // [s_q, h_idx] f32 | bf16, out — dL/dw_raw (weights_proj output)
+
+  // Appended (C ABI 1.1): the transforms-only form. Absent (all three) = the G form above.
+  TensorView dq_post;       // [s_q, h_idx, 128] f32, optional — dL/dq, post-RoPE (post-Hadamard)
+  TensorView dk_post;       // [s_kv, 128] f32, optional — dL/dk, post-RoPE (post-Hadamard)
+  TensorView dw_post;       // [s_q, h_idx] f32, optional — dL/dw w.r.t. the folded weights
 };
 
 DSA_API Status supports(const SparseMlaBwdParams& params);

@@ -59,6 +59,13 @@ constexpr size_t min_size(const FieldInfo (&f)[N]) {
   return end;
 }
 
+// The per-op cap: an op whose struct gained tensor fields after ABI 1.0 specializes this (before
+// DSA_C_DEFINE_OP) with its ABI 1.0 minimal prefix, so older callers stay accepted.
+template <class C>
+struct MinSizeCap {
+  static constexpr size_t value = ~size_t{0};
+};
+
 #define DSA_C_FIELD_INFO(S, field)                                                          \
   FieldInfo{offsetof(S, field), sizeof(S::field), alignof(decltype(S::field)),              \
             std::is_same<std::remove_cv_t<decltype(S::field)>, dsa_tensor>::value ||        \
@@ -233,7 +240,7 @@ dsa_status run_reference(const C* c, dsa_accum accum) {
                   "dsa_" #op "_params: the field list must cover every field of dsa/dsa.h, in order"); \
     static_assert(tiles(cpp_fields, 0, sizeof(Cpp), alignof(Cpp)),                               \
                   #Params " gained or reordered a field: mirror it in dsa/dsa.h and src/c_api/"); \
-    static constexpr size_t min_size = c_abi::min_size(c_fields);                                \
+    static constexpr size_t min_size = std::min(c_abi::min_size(c_fields), MinSizeCap<C>::value); \
     static void to_cpp(const C& c, Cpp& p) { DSA_C_FIELDS_##op(DSA_C_TO_CPP) }                   \
     static void from_cpp(const Cpp& p, C& c) { DSA_C_FIELDS_##op(DSA_C_FROM_CPP) }               \
     template <class Fn>                                                                          \

@@ -10,6 +10,8 @@
 //   dense form: pass 2 over key blocks recomputes z against the queries whose [ks, ke) covers the
 //     block and adds dZᵀ·Q_t in t order.
 // Then the same transforms with the key's position.
+// Transforms-only form (dq_post, dk_post, dw_post given): no pass over G; every token row and
+// every key row goes through the same back-transform code (emit_token, emit_key) as above.
 #include <Eigen/Core>
 #include <algorithm>
 #include <string>
@@ -56,13 +58,62 @@ void transform_back(Acc* g, bool hadamard, const TensorView& cos_t, const Tensor
   }
 }
 
+// The back-transforms, shared by both forms: token t's post-transform gradients dw [h] and
+// dq [h, 128] (row-major) → dw_raw = dw·2⁻³·fl32(128^-0.5) and dq_raw = transform_back(dq).
+template <typename Acc>
+void emit_token(const IndexerBwdParams& p, int64_t t, int64_t h, const Acc* dw, const Acc* dq) {
+  const Acc fold = static_cast<Acc>(0.125f) * static_cast<Acc>(kIndexerInvSqrtDim);  // exact product
+  const int64_t pos = at<int32_t>(p.q_positions, t);
+  Acc row[kDim];
+  for (int64_t j = 0; j < h; ++j) {
+    store_float(p.dw_raw, offset(p.dw_raw, t, j), static_cast<float>(dw[j] * fold));
+    for (int d = 0; d < kDim; ++d) row[d] = dq[j * kDim + d];
+    transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, pos);
+    for (int d = 0; d < kDim; ++d) store_float(p.dq_raw, offset(p.dq_raw, t, j, d), static_cast<float>(row[d]));
+  }
+}
+
+// Key row s's post-transform gradient dk [128] → dk_raw = transform_back(dk).
+template <typename Acc>
+void emit_key(const IndexerBwdParams& p, int64_t s, const Acc* dk) {
+  Acc row[kDim];
+  for (int d = 0; d < kDim; ++d) row[d] = dk[d];
+  transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, at<int32_t>(p.k_positions, s));
+  for (int d = 0; d < kDim; ++d) store_float(p.dk_raw, offset(p.dk_raw, s, d), static_cast<float>(row[d]));
+}
+
+// Transforms-only form: the given post-transform gradients go straight to the back-transforms.
+template <typename Acc>
+void transforms_only(const IndexerBwdParams& p) {
+  const int64_t s_q = p.dq_post.shape[0], h = p.dq_post.shape[1], s_kv = p.dk_post.shape[0];
+  parallel_for(s_q, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<Acc> dq(static_cast<size_t>(h * kDim)), dw(static_cast<size_t>(h));
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t j = 0; j < h; ++j) {
+        dw[j] = static_cast<Acc>(at<float>(p.dw_post, t, j));
+        for (int d = 0; d < kDim; ++d) dq[j * kDim + d] = static_cast<Acc>(at<float>(p.dq_post, t, j, d));
+      }
+      emit_token(p, t, h, dw.data(), dq.data());
+    }
+  });
+  parallel_for(s_kv, 64, [&](int64_t s0, int64_t s1) {
+    Acc dk[kDim];
+    for (int64_t s = s0; s < s1; ++s) {
+      for (int d = 0; d < kDim; ++d) dk[d] = static_cast<Acc>(at<float>(p.dk_post, s, d));
+      emit_key(p, s, dk);
+    }
+  });
+}
+
 std::string range_error(const char* what, int64_t row, int64_t v, const char* rule) {
   return "indexer_bwd: " + std::string(what) + "[" + std::to_string(row) + "] = " + std::to_string(v) + " " + rule;
 }
 
 template <typename Acc>
 Status bwd(const IndexerBwdParams& p) {
-  const int64_t s_q = p.q.shape[0], h = p.q.shape[1], s_kv = p.k.shape[0];
+  const bool post = p.dq_post.present();  // the transforms-only form (validated: all three)
+  const int64_t s_q = post ? p.dq_post.shape[0] : p.q.shape[0];
+  const int64_t s_kv = post ? p.dk_post.shape[0] : p.k.shape[0];
   const int64_t max_pos = p.rope_cos.shape[0];
   const bool sparse = p.grad_indices.present();
   const int64_t k_sel = sparse ? p.grad_indices.shape[1] : 0;
@@ -73,7 +124,7 @@ Status bwd(const IndexerBwdParams& p) {
     if (pos < 0 || pos >= max_pos)
       return Status(StatusCode::kInvalidArgument,
                     range_error("q_positions", t, pos, ("is out of range [0, max_pos = " + std::to_string(max_pos) + ")").c_str()));
-    if (sparse) continue;
+    if (sparse || post) continue;
     const int64_t ks = p.ks.present() ? at<int32_t>(p.ks, t) : 0;
     const int64_t ke = p.ke.present() ? at<int32_t>(p.ke, t) : s_kv;
     if (ks < 0 || ks > s_kv)
@@ -90,6 +141,11 @@ Status bwd(const IndexerBwdParams& p) {
       return Status(StatusCode::kInvalidArgument,
                     range_error("k_positions", s, pos, ("is out of range [0, max_pos = " + std::to_string(max_pos) + ")").c_str()));
   }
+  if (post) {
+    transforms_only<Acc>(p);
+    return Status();
+  }
+  const int64_t h = p.q.shape[1];
   auto row_range = [&](int64_t t, int64_t* ks, int64_t* ke) {
     *ks = p.ks.present() ? at<int32_t>(p.ks, t) : 0;
     *ke = p.ke.present() ? at<int32_t>(p.ke, t) : s_kv;
@@ -98,7 +154,6 @@ Status bwd(const IndexerBwdParams& p) {
     for (int64_t j = 0; j < h; ++j)
       for (int d = 0; d < kDim; ++d) Q(j, d) = load_float(p.q, offset(p.q, t, j, d));
   };
-  const Acc fold = static_cast<Acc>(0.125f) * static_cast<Acc>(kIndexerInvSqrtDim);  // exact product
 
   // ---- pass 1: dw_raw and dq_raw, one token per thread ---------------------------------------
   // Sparse form: each token also leaves its dk contributions dZᵀ·Q_t [n, 128] (a GEMM) in a block
@@ -126,7 +181,6 @@ Status bwd(const IndexerBwdParams& p) {
       Vec<Acc> g, w(h), dw;
       std::vector<int64_t> cols;
       std::vector<Acc> gv;
-      Acc row[kDim];
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t t = tb + b;
         cols.clear();
@@ -173,13 +227,7 @@ Status bwd(const IndexerBwdParams& p) {
           for (int64_t i = 0; i < n; ++i) stash_cols[b * k_sel + i] = static_cast<int32_t>(cols[i]);
           stash_n[b] = n;
         }
-        const int64_t pos = at<int32_t>(p.q_positions, t);
-        for (int64_t j = 0; j < h; ++j) {
-          store_float(p.dw_raw, offset(p.dw_raw, t, j), static_cast<float>(dw(j) * fold));
-          for (int d = 0; d < kDim; ++d) row[d] = dQ(j, d);
-          transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, pos);
-          for (int d = 0; d < kDim; ++d) store_float(p.dq_raw, offset(p.dq_raw, t, j, d), static_cast<float>(row[d]));
-        }
+        emit_token(p, t, h, dw.data(), dQ.data());  // dQ is row-major [h, 128]
       }
     });
     if (!sparse) continue;
@@ -203,7 +251,6 @@ Status bwd(const IndexerBwdParams& p) {
   parallel_for(key_blocks, 1, [&](int64_t kb0, int64_t kb1) {
     Mat<Acc> Q(h, kDim), K, Z, dK(kKeyBlock, kDim);
     Vec<Acc> w(h);
-    Acc row[kDim];
     for (int64_t kb = kb0; kb < kb1; ++kb) {
       const int64_t s0 = kb * kKeyBlock, s1 = std::min(s_kv, s0 + kKeyBlock), m = s1 - s0;
       if (sparse) {
@@ -230,11 +277,7 @@ Status bwd(const IndexerBwdParams& p) {
           dK.middleRows(lo - s0, hi - lo).noalias() += Z.transpose() * Q;
         }
       }
-      for (int64_t s = s0; s < s1; ++s) {
-        for (int d = 0; d < kDim; ++d) row[d] = dK(s - s0, d);
-        transform_back(row, p.hadamard, p.rope_cos, p.rope_sin, at<int32_t>(p.k_positions, s));
-        for (int d = 0; d < kDim; ++d) store_float(p.dk_raw, offset(p.dk_raw, s, d), static_cast<float>(row[d]));
-      }
+      for (int64_t s = s0; s < s1; ++s) emit_key(p, s, dK.data() + (s - s0) * kDim);  // row-major
     }
   });
   return Status();

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -199,23 +200,31 @@ std::vector<double> transform_t(const std::vector<double>& g, bool hadamard, dou
   return x;
 }
 
-void oracle(const Problem& P, std::vector<double>* dq, std::vector<double>* dk, std::vector<double>* dw) {
-  dq->assign(P.s_q * P.h * D, 0.0);
-  dk->assign(P.s_kv * D, 0.0);
-  dw->assign(P.s_q * P.h, 0.0);
-  std::vector<double> dqp(P.s_q * P.h * D, 0.0), dkp(P.s_kv * D, 0.0);
+// The score-gradient stage alone: G → the gradients w.r.t. the post-transform q, k and the folded
+// w (what the loss ops output, and what the transforms-only form takes).
+void post_grads(const Problem& P, std::vector<double>* dqp, std::vector<double>* dkp, std::vector<double>* dwp) {
+  dqp->assign(P.s_q * P.h * D, 0.0);
+  dkp->assign(P.s_kv * D, 0.0);
+  dwp->assign(P.s_q * P.h, 0.0);
   for (int64_t t = 0; t < P.s_q; ++t)
     for (const auto& [s, g] : P.row(t))
       for (int64_t j = 0; j < P.h; ++j) {
         double z = 0;
         for (int d = 0; d < D; ++d) z += P.q(t, j, d) * P.k(s, d);
-        (*dw)[t * P.h + j] += g * std::max(z, 0.0);
+        (*dwp)[t * P.h + j] += g * std::max(z, 0.0);
         const double dz = z > 0 ? g * P.w[t * P.h + j] : 0.0;
         for (int d = 0; d < D; ++d) {
-          dqp[(t * P.h + j) * D + d] += dz * P.k(s, d);
-          dkp[s * D + d] += dz * P.q(t, j, d);
+          (*dqp)[(t * P.h + j) * D + d] += dz * P.k(s, d);
+          (*dkp)[s * D + d] += dz * P.q(t, j, d);
         }
       }
+}
+
+void oracle(const Problem& P, std::vector<double>* dq, std::vector<double>* dk, std::vector<double>* dw) {
+  dq->assign(P.s_q * P.h * D, 0.0);
+  dk->assign(P.s_kv * D, 0.0);
+  std::vector<double> dqp, dkp;
+  post_grads(P, &dqp, &dkp, dw);
   for (auto& x : *dw) x *= kFold;
   double c[32], sn[32];
   for (int64_t t = 0; t < P.s_q; ++t) {
@@ -231,6 +240,28 @@ void oracle(const Problem& P, std::vector<double>* dq, std::vector<double>* dk, 
     std::vector<double> g(dkp.begin() + s * D, dkp.begin() + (s + 1) * D);
     const std::vector<double> x = transform_t(g, P.hadamard, c, sn);
     std::copy(x.begin(), x.end(), dk->begin() + s * D);
+  }
+}
+
+// The exact inverse (in float64) of the forward transform of one 128-d row, RoPE (rotation by +θ
+// with the f32 table values c, s: det = c² + s², not exactly 1) then the scaled Hadamard
+// (H·H = 128·I, so its inverse is H/(128·fl32(128^-0.5))). The finite-difference tests use it to
+// pick raw inputs whose transformed values are exactly the f32 values the op receives, so the f64
+// forward and the op evaluate at the same point (a dot product q·k with cancellation would
+// otherwise amplify the f32 rounding of q, k beyond the 1e-6 bound).
+void inverse_row(const float* post, const float* cs, const float* sn, bool hadamard, double* raw) {
+  double y[D];
+  for (int r = 0; r < D; ++r) {
+    if (!hadamard) { y[r] = post[r]; continue; }
+    double acc = 0;
+    for (int col = 0; col < D; ++col) acc += ((popcount(r & col) & 1) ? -1.0 : 1.0) * static_cast<double>(post[col]);
+    y[r] = acc / (128.0 * static_cast<double>(kIndexerInvSqrtDim));
+  }
+  for (int d = 0; d < D; ++d) raw[d] = y[d];
+  for (int i = 0; i < 32; ++i) {
+    const double c = cs[i], s = sn[i], det = c * c + s * s;
+    raw[i] = (c * y[i] + s * y[i + 32]) / det;
+    raw[i + 32] = (c * y[i + 32] - s * y[i]) / det;
   }
 }
 
@@ -328,10 +359,15 @@ TEST_CASE("indexer_bwd equals finite differences w.r.t. the raw (pre-RoPE) input
     for (bool sparse : {false, true}) {
       const Config c{3, 5, 2, 7, sparse, hadamard, !sparse, DType::kF32, DType::kF32};
       Problem P = make_problem(rng, c);
+      if (!sparse)  // non-empty ragged ranges: an all-empty draw would make the check vacuous
+        for (int64_t t = 0; t < P.s_q; ++t) {
+          P.ks[t] = static_cast<int32_t>(rng.integer(0, P.s_kv - 1));
+          P.ke[t] = static_cast<int32_t>(rng.integer(P.ks[t] + 1, P.s_kv));
+        }
       // Raw inputs in float64; the op receives the transformed q, k (rounded to f32) and folded w.
       const int64_t nq = P.s_q * P.h * D, nk = P.s_kv * D, nw = P.s_q * P.h;
       std::vector<double> x(nq + nk + nw);  // [q_raw | k_raw | w_raw]
-      for (auto& v : x) v = rng.normal() * 0.3;
+      // (drawn below, away from the ReLU kinks)
       auto fwd_row = [&](const double* raw, int32_t pos, double* out) {
         double y[D];
         for (int d = 0; d < D; ++d) y[d] = raw[d];
@@ -364,8 +400,35 @@ TEST_CASE("indexer_bwd equals finite differences w.r.t. the raw (pre-RoPE) input
         if (qpost) *qpost = qp, *kpost = kp;
         return L;
       };
+      // Keep every used z = q·k at least 1e-4 away from the ReLU kink, so that no central difference
+      // (a step of 1e-6) straddles it; redraw otherwise.
       std::vector<double> qp, kp;
-      loss(x, &qp, &kp);
+      for (int attempt = 0;; ++attempt) {
+        REQUIRE(attempt < 100);
+        for (auto& v : x) v = rng.normal() * 0.3;
+        loss(x, &qp, &kp);
+        // Snap to the op's f32 inputs (see inverse_row); w_raw so that w_raw·fold is an f32 value.
+        for (int64_t r = 0; r < P.s_q * P.h + P.s_kv; ++r) {
+          const bool is_q = r < P.s_q * P.h;
+          const int32_t pos = is_q ? P.qpos[r / P.h] : P.kpos[r - P.s_q * P.h];
+          const double* src = is_q ? &qp[r * D] : &kp[(r - P.s_q * P.h) * D];
+          float f[D];
+          for (int d = 0; d < D; ++d) f[d] = static_cast<float>(src[d]);
+          inverse_row(f, &P.cos_t[pos * 32], &P.sin_t[pos * 32], hadamard, &x[r * D]);
+        }
+        for (int64_t i = nq + nk; i < nq + nk + nw; ++i) x[i] = static_cast<double>(static_cast<float>(x[i] * kFold)) / kFold;
+        loss(x, &qp, &kp);
+        double zmin = 1e300;
+        for (int64_t t = 0; t < P.s_q; ++t)
+          for (const auto& [s, g] : P.row(t))
+            for (int64_t j = 0; j < P.h; ++j) {
+              double z = 0;
+              for (int d = 0; d < D; ++d) z += qp[(t * P.h + j) * D + d] * kp[s * D + d];
+              zmin = std::min(zmin, std::fabs(z));
+            }
+        if (zmin >= 1e-4) break;
+        std::printf("  [measure] finite differences: min |z| = %.3e, redrawn\n", zmin);
+      }
       for (int64_t i = 0; i < nq; ++i) P.q32[i] = static_cast<float>(qp[i]);
       for (int64_t i = 0; i < nk; ++i) P.k32[i] = static_cast<float>(kp[i]);
       for (int64_t i = 0; i < nw; ++i) P.w[i] = static_cast<float>(x[nq + nk + i] * kFold);
@@ -382,6 +445,7 @@ TEST_CASE("indexer_bwd equals finite differences w.r.t. the raw (pre-RoPE) input
       const double e = rel_inf(got, fd);
       std::printf("  [measure] finite differences (hadamard %d, sparse %d): rel %.3e\n", hadamard, sparse, e);
       CHECK(e <= 1e-6);
+      CHECK(*std::max_element(fd.begin(), fd.end()) - *std::min_element(fd.begin(), fd.end()) > 0);
     }
 }
 
@@ -635,4 +699,400 @@ TEST_CASE("indexer_bwd through the C ABI equals the C++ API", "[indexer_bwd][c_a
     c.abi_version = 7u << 16;
     CHECK(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
   }
+}
+
+// ---- the transforms-only form (dq_post, dk_post, dw_post) ---------------------------------------
+
+namespace {
+
+// The forward transform of one raw 128-d row, float64: RoPE (pairs (i, i + 32) on dims [0, 64),
+// rotation by +θ), then the scaled Hadamard with the explicit matrix.
+void forward_row(const double* raw, const float* cs, const float* sn, bool hadamard, double* out) {
+  double y[D];
+  for (int d = 0; d < D; ++d) y[d] = raw[d];
+  for (int i = 0; i < 32; ++i) {
+    const double a = raw[i], b = raw[i + 32];
+    y[i] = a * cs[i] - b * sn[i];
+    y[i + 32] = a * sn[i] + b * cs[i];
+  }
+  for (int r = 0; r < D; ++r) {
+    if (!hadamard) { out[r] = y[r]; continue; }
+    double acc = 0;
+    for (int col = 0; col < D; ++col)
+      acc += ((popcount(r & col) & 1) ? -1.0 : 1.0) * static_cast<double>(kIndexerInvSqrtDim) * y[col];
+    out[r] = acc;
+  }
+}
+
+struct PostGrads {
+  std::vector<float> dq, dk, dw;  // [s_q, h, 128], [s_kv, 128], [s_q, h]
+};
+
+// P's params in the transforms-only form: G and its selectors removed, the post grads given.
+IndexerBwdParams post_params(Problem& P, PostGrads& g) {
+  IndexerBwdParams p = P.params();
+  p.grad = TensorView{}, p.grad_indices = TensorView{}, p.ks = TensorView{}, p.ke = TensorView{};
+  p.dq_post = view_of(g.dq, DType::kF32, {P.s_q, P.h, D});
+  p.dk_post = view_of(g.dk, DType::kF32, {P.s_kv, D});
+  p.dw_post = view_of(g.dw, DType::kF32, {P.s_q, P.h});
+  return p;
+}
+
+bool all_finite(const std::vector<double>& v) {
+  for (double x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+}  // namespace
+
+TEST_CASE("indexer_bwd transforms-only form chains indexer_loss_dense to the raw inputs (finite differences)",
+          "[indexer_bwd][indexer_loss]") {
+  test::Rng rng(0xc4a1);
+  for (bool hadamard : {false, true}) {
+    Problem P = make_problem(rng, {3, 5, 2, 0, false, hadamard, true, DType::kF32, DType::kF32});
+    const int64_t s_q = P.s_q, s_kv = P.s_kv, h = P.h, h_q = 3, d_qk = 16;
+    for (int64_t t = 0; t < s_q; ++t) {  // ragged key ranges of ≥ 2 keys (one key: π ≡ 1, no gradient)
+      P.ks[t] = static_cast<int32_t>(rng.integer(0, s_kv - 2));
+      P.ke[t] = static_cast<int32_t>(rng.integer(P.ks[t] + 2, s_kv));
+    }
+    // Teacher (main attention): q, kv in f32, lse over V_t computed here in float64, stored f32.
+    const float sm_scale = 0.37f, coefficient = 0.7f;
+    std::vector<float> qm(s_q * h_q * d_qk), kvm(s_kv * d_qk), lse(s_q * h_q);
+    for (auto& v : qm) v = static_cast<float>(rng.normal());
+    for (auto& v : kvm) v = static_cast<float>(rng.normal());
+    auto logit = [&](int64_t t, int64_t hh, int64_t s) {
+      double z = 0;
+      for (int64_t d = 0; d < d_qk; ++d) z += static_cast<double>(qm[(t * h_q + hh) * d_qk + d]) * kvm[s * d_qk + d];
+      return static_cast<double>(sm_scale) * z;
+    };
+    for (int64_t t = 0; t < s_q; ++t)
+      for (int64_t hh = 0; hh < h_q; ++hh) {
+        double m = -1e300, sum = 0;
+        for (int64_t s = P.ks[t]; s < P.ke[t]; ++s) m = std::max(m, logit(t, hh, s));
+        for (int64_t s = P.ks[t]; s < P.ke[t]; ++s) sum += std::exp(logit(t, hh, s) - m);
+        lse[t * h_q + hh] = static_cast<float>(m + std::log(sum));
+      }
+    std::vector<double> teacher(s_q * s_kv, 0.0);  // p[t, s] from the stored lse, as the op reads it
+    for (int64_t t = 0; t < s_q; ++t)
+      for (int64_t s = P.ks[t]; s < P.ke[t]; ++s) {
+        double acc = 0;
+        for (int64_t hh = 0; hh < h_q; ++hh) acc += std::exp(logit(t, hh, s) - lse[t * h_q + hh]);
+        teacher[t * s_kv + s] = acc / h_q;
+      }
+    // Raw indexer inputs x = [q_raw | k_raw | w_raw], float64.
+    const int64_t nq = s_q * h * D, nk = s_kv * D, nw = s_q * h;
+    std::vector<double> x(nq + nk + nw);
+    for (int64_t i = 0; i < nq + nk; ++i) x[i] = rng.normal() * 0.3;
+    for (int64_t i = nq + nk; i < nq + nk + nw; ++i) x[i] = rng.normal() * 10.0;
+    auto q_row = [&](const std::vector<double>& xv, int64_t r, double* out) {
+      const int32_t pos = P.qpos[r / h];
+      forward_row(&xv[r * D], &P.cos_t[pos * 32], &P.sin_t[pos * 32], hadamard, out);
+    };
+    auto k_row = [&](const std::vector<double>& xv, int64_t s, double* out) {
+      const int32_t pos = P.kpos[s];
+      forward_row(&xv[nq + s * D], &P.cos_t[pos * 32], &P.sin_t[pos * 32], hadamard, out);
+    };
+    // L = c·Σ_t KL(p_t ‖ softmax_{V_t} I_t), I = Σ_j w_raw·2⁻³·fl32(128^-0.5)·ReLU(q·k), float64.
+    auto loss_post = [&](const std::vector<double>& qp, const std::vector<double>& kp, const std::vector<double>& xv) {
+      double L = 0;
+      for (int64_t t = 0; t < s_q; ++t) {
+        std::vector<double> I;
+        for (int64_t s = P.ks[t]; s < P.ke[t]; ++s) {
+          double v = 0;
+          for (int64_t j = 0; j < h; ++j) {
+            double z = 0;
+            for (int d = 0; d < D; ++d) z += qp[(t * h + j) * D + d] * kp[s * D + d];
+            v += xv[nq + nk + t * h + j] * kFold * std::max(z, 0.0);
+          }
+          I.push_back(v);
+        }
+        const double m = *std::max_element(I.begin(), I.end());
+        double sum = 0;
+        for (double v : I) sum += std::exp(v - m);
+        const double lse_i = m + std::log(sum);
+        for (int64_t s = P.ks[t]; s < P.ke[t]; ++s) {
+          const double p = teacher[t * s_kv + s];
+          L += p * (std::log(p) - (I[s - P.ks[t]] - lse_i));
+        }
+      }
+      return static_cast<double>(coefficient) * L;
+    };
+    std::vector<double> qp(nq), kp(nk);
+    for (int64_t r = 0; r < s_q * h; ++r) q_row(x, r, &qp[r * D]);
+    for (int64_t s = 0; s < s_kv; ++s) k_row(x, s, &kp[s * D]);
+    // Snap the raw inputs so that the transformed q, k and the folded w are exactly the f32 values
+    // the loss op receives (see inverse_row): both sides then evaluate at the same point.
+    for (int64_t r = 0; r < s_q * h + s_kv; ++r) {
+      const bool is_q = r < s_q * h;
+      const int32_t pos = is_q ? P.qpos[r / h] : P.kpos[r - s_q * h];
+      const double* src = is_q ? &qp[r * D] : &kp[(r - s_q * h) * D];
+      float f[D];
+      for (int d = 0; d < D; ++d) f[d] = static_cast<float>(src[d]);
+      inverse_row(f, &P.cos_t[pos * 32], &P.sin_t[pos * 32], hadamard, &x[r * D]);
+    }
+    for (int64_t i = nq + nk; i < nq + nk + nw; ++i) x[i] = static_cast<double>(static_cast<float>(x[i] * kFold)) / kFold;
+    for (int64_t r = 0; r < s_q * h; ++r) q_row(x, r, &qp[r * D]);
+    for (int64_t s = 0; s < s_kv; ++s) k_row(x, s, &kp[s * D]);
+    const double L0 = loss_post(qp, kp, x);
+
+    // The loss op on the f32-rounded post-transform inputs and folded weights (exact mode, f64).
+    std::vector<float> q_idx = to_f32(qp), k_idx = to_f32(kp), w_idx(nw);
+    for (int64_t i = 0; i < nw; ++i) w_idx[i] = static_cast<float>(x[nq + nk + i] * kFold);
+    std::vector<double> loss(1);
+    PostGrads g{std::vector<float>(nq), std::vector<float>(nk), std::vector<float>(nw)};
+    test::poison_float(g.dq), test::poison_float(g.dk), test::poison_float(g.dw);
+    IndexerLossDenseParams lp;
+    lp.q = view_of(qm, DType::kF32, {s_q, h_q, d_qk});
+    lp.kv = view_of(kvm, DType::kF32, {s_kv, d_qk});
+    lp.lse = view_of(lse, DType::kF32, {s_q, h_q});
+    lp.sm_scale = sm_scale;
+    lp.q_idx = view_of(q_idx, DType::kF32, {s_q, h, D});
+    lp.k_idx = view_of(k_idx, DType::kF32, {s_kv, D});
+    lp.weights = view_of(w_idx, DType::kF32, {s_q, h});
+    lp.ks = view_of(P.ks, DType::kI32, {s_q});
+    lp.ke = view_of(P.ke, DType::kI32, {s_q});
+    lp.coefficient = coefficient;
+    lp.loss = view_of(loss, DType::kF64, {1});
+    lp.dq_idx = view_of(g.dq, DType::kF32, {s_q, h, D});
+    lp.dk_idx = view_of(g.dk, DType::kF32, {s_kv, D});
+    lp.dweights = view_of(g.dw, DType::kF32, {s_q, h});
+    const Status ls = ref::run(lp, Accum::kF64);
+    INFO(ls.message());
+    REQUIRE(ls.ok());
+    CHECK(std::fabs(loss[0] - L0) <= 1e-6 * std::fabs(L0));  // the same function as the test's
+    CHECK(L0 > 0);
+
+    // Chain: the transforms-only form maps them to the raw inputs.
+    P.poison();
+    run_ok(post_params(P, g), Accum::kF64);
+    std::vector<double> got;
+    for (int w = 0; w < 3; ++w) for (double v : P.out(w)) got.push_back(v);
+    REQUIRE(all_finite(got));
+
+    // Central differences of L w.r.t. every raw input (one transformed row changes per step).
+    std::vector<double> fd(x.size());
+    const double eps = 1e-6;
+    for (int64_t i = 0; i < static_cast<int64_t>(x.size()); ++i) {
+      double Lpm[2];
+      for (int sgn = 0; sgn < 2; ++sgn) {
+        std::vector<double> xv = x, qv = qp, kv = kp;
+        xv[i] += sgn == 0 ? eps : -eps;
+        if (i < nq) q_row(xv, i / D, &qv[(i / D) * D]);
+        else if (i < nq + nk) k_row(xv, (i - nq) / D, &kv[((i - nq) / D) * D]);
+        Lpm[sgn] = loss_post(qv, kv, xv);
+      }
+      fd[i] = (Lpm[0] - Lpm[1]) / (2 * eps);
+    }
+    const double e = rel_inf(got, fd);
+    std::printf("  [measure] loss → transforms-only indexer_bwd vs finite differences (hadamard %d): rel %.3e\n",
+                hadamard, e);
+    CHECK(e <= 1e-6);
+    double gmax = 0;
+    for (double v : fd) gmax = std::max(gmax, std::fabs(v));
+    CHECK(gmax > 0);
+  }
+}
+
+TEST_CASE("indexer_bwd: the transforms-only form equals the G form", "[indexer_bwd]") {
+  test::Rng rng(0x7f0);
+  const Config configs[] = {
+      {5, 9, 3, 0, false, true, true, DType::kBF16, DType::kF32},
+      {7, 13, 4, 6, true, false, false, DType::kF32, DType::kF32},
+      {6, 70, 64, 0, false, true, true, DType::kBF16, DType::kF32},  // V3.2 heads, 2 key blocks
+      {4, 6, 2, 12, true, true, false, DType::kF32, DType::kBF16},
+      {0, 4, 2, 0, false, true, false, DType::kF32, DType::kF32},    // empty problems
+      {3, 0, 2, 0, false, true, false, DType::kF32, DType::kF32},
+  };
+  for (const Config& c : configs) {
+    Problem P = make_problem(rng, c);
+    INFO("s_q=" << c.s_q << " s_kv=" << c.s_kv << " h=" << c.h << " sparse=" << c.sparse
+                << " hadamard=" << c.hadamard << " grad=" << dtype_name(c.grad));
+    run_ok(P.params(), Accum::kF64);
+    const std::vector<double> gq = P.out(0), gk = P.out(1), gw = P.out(2);
+    std::vector<double> dqp, dkp, dwp;
+    post_grads(P, &dqp, &dkp, &dwp);  // this test's float64 score stage, from the same G
+    PostGrads g{to_f32(dqp), to_f32(dkp), to_f32(dwp)};
+    const bool bf = c.grad == DType::kBF16;
+    // bf16 outputs: both forms round the same f64 values up to the f32 rounding of the post grads.
+    const double bound = bf ? 2.01 / 256 : 1e-6;
+    for (Accum accum : {Accum::kF64, Accum::kF32}) {
+      for (bool with_scores : {true, false}) {  // q, k, weights are not read in this form
+        IndexerBwdParams p = post_params(P, g);
+        if (!with_scores) p.q = TensorView{}, p.k = TensorView{}, p.weights = TensorView{};
+        P.poison();
+        run_ok(p, accum);
+        const std::vector<double> tq = P.out(0), tk = P.out(1), tw = P.out(2);
+        REQUIRE(all_finite(tq));
+        REQUIRE(all_finite(tk));
+        REQUIRE(all_finite(tw));
+        if (accum == Accum::kF64) {
+          CHECK(rel_inf(tq, gq) <= bound);
+          CHECK(rel_inf(tk, gk) <= bound);
+          CHECK(rel_inf(tw, gw) <= bound);
+        } else {
+          std::vector<double> dq, dk, dw;
+          oracle(P, &dq, &dk, &dw);
+          check_close("dq_raw", tq, dq, bf, false);
+          check_close("dk_raw", tk, dk, bf, false);
+          check_close("dw_raw", tw, dw, bf, false);
+        }
+      }
+    }
+    if (c.s_q > 0 && c.s_kv > 0) {  // the back-transforms really ran: hadamard changes dq_raw
+      IndexerBwdParams p = post_params(P, g);
+      p.hadamard = !p.hadamard;
+      run_ok(p, Accum::kF64);
+      CHECK(rel_inf(P.out(0), gq) > 1e-3);
+      CHECK(rel_inf(P.out(1), gk) > 1e-3);
+      CHECK(rel_inf(P.out(2), gw) <= bound);  // the fold does not depend on it
+    }
+  }
+}
+
+TEST_CASE("indexer_bwd transforms-only form rejects bad input, naming the argument, writing nothing",
+          "[indexer_bwd]") {
+  test::Rng rng(0xbad2);
+  Problem P = make_problem(rng, {3, 7, 2, 0, false, true, true, DType::kBF16, DType::kF32});
+  PostGrads g{std::vector<float>(3 * 2 * D), std::vector<float>(7 * D), std::vector<float>(3 * 2)};
+  for (auto* v : {&g.dq, &g.dk, &g.dw})
+    for (auto& x : *v) x = static_cast<float>(rng.normal());
+  const IndexerBwdParams good = post_params(P, g), gform = P.params();
+  run_ok(good);
+  IndexerBwdParams p = good;
+  SECTION("G given too") {
+    p.grad = gform.grad;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "grad is given together with dq_post");
+    p = gform, p.dq_post = good.dq_post;  // the G form plus one post grad
+    expect_failure(p, P, StatusCode::kInvalidArgument, "grad is given together with dq_post");
+    p = good, p.grad_indices = view_of(P.ks, DType::kI32, {3, 1});
+    expect_failure(p, P, StatusCode::kInvalidArgument, "grad_indices is given together with dq_post");
+    p = good, p.ks = gform.ks;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ks is given together with dq_post");
+    p = good, p.ke = gform.ke;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "ke is given together with dq_post");
+  }
+  SECTION("missing pieces") {
+    p.dq_post = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "dq_post is required");
+    p = good, p.dk_post = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "dk_post is required");
+    p = good, p.dw_post = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "dw_post is required");
+    p = good, p.dk_post.data = nullptr;
+    expect_failure(p, P, StatusCode::kNullPointer, "dk_post");
+    p = good, p.q_positions = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "q_positions is required");
+    p = good, p.dw_raw = TensorView{};
+    expect_failure(p, P, StatusCode::kNullPointer, "dw_raw is required");
+  }
+  SECTION("shapes, dtypes, strides") {
+    p.dq_post.shape[2] = 64;
+    expect_failure(p, P, StatusCode::kUnsupportedShape, "dq_post.shape[2] = 64");
+    p = good, p.dq_post.dtype = DType::kBF16;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "dq_post.dtype");
+    p = good, p.dq_post.stride[2] = 2;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dq_post.stride[2]");
+    p = good, p.dk_post.shape[0] = 6;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dk_post.shape[0]");
+    p = good, p.dk_post.dtype = DType::kF64;
+    expect_failure(p, P, StatusCode::kUnsupportedDtype, "dk_post.dtype");
+    p = good, p.dw_post.shape[1] = 3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_post.shape[1]");
+    p = good, p.dw_post.rank = 3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_post");
+    p = good, p.q.shape[1] = 3;  // given q, k, weights must agree
+    expect_failure(p, P, StatusCode::kInvalidArgument, "shape[1]");
+    p = good, p.k.shape[0] = 6;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "shape[0]");
+  }
+  SECTION("values and aliasing") {
+    P.qpos[2] = 50;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "q_positions[2] = 50");
+    P.qpos[2] = 0, P.kpos[5] = -3;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "k_positions[5] = -3");
+    P.kpos[5] = 0;
+    p = good, p.dw_raw.data = p.dw_post.data;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dw_raw overlaps dw_post");
+    p = good, p.dk_raw.data = p.dk_post.data;
+    expect_failure(p, P, StatusCode::kInvalidArgument, "dk_raw overlaps dk_post");
+  }
+}
+
+TEST_CASE("indexer_bwd transforms-only form through the C ABI, and ABI 1.0 callers keep working", "[indexer_bwd][c_api]") {
+  test::Rng rng(0xcab3);
+  Problem P = make_problem(rng, {4, 9, 3, 0, false, true, true, DType::kBF16, DType::kF32});
+  std::vector<double> dqp, dkp, dwp;
+  post_grads(P, &dqp, &dkp, &dwp);
+  PostGrads g{to_f32(dqp), to_f32(dkp), to_f32(dwp)};
+  const IndexerBwdParams p = post_params(P, g), gp = P.params();
+  run_ok(p);
+  const std::vector<float> dq = P.dq32, dk = P.dk32, dw = P.dw32;
+  run_ok(gp);
+  const std::vector<float> gdq = P.dq32, gdk = P.dk32, gdw = P.dw32;
+
+  auto to_c = [](const IndexerBwdParams& s, dsa_indexer_bwd_params* c) {
+    std::memcpy(&c->q, &s.q, sizeof(TensorView));
+    std::memcpy(&c->k, &s.k, sizeof(TensorView));
+    std::memcpy(&c->weights, &s.weights, sizeof(TensorView));
+    std::memcpy(&c->grad, &s.grad, sizeof(TensorView));
+    std::memcpy(&c->grad_indices, &s.grad_indices, sizeof(TensorView));
+    std::memcpy(&c->ks, &s.ks, sizeof(TensorView));
+    std::memcpy(&c->ke, &s.ke, sizeof(TensorView));
+    std::memcpy(&c->q_positions, &s.q_positions, sizeof(TensorView));
+    std::memcpy(&c->k_positions, &s.k_positions, sizeof(TensorView));
+    std::memcpy(&c->rope_cos, &s.rope_cos, sizeof(TensorView));
+    std::memcpy(&c->rope_sin, &s.rope_sin, sizeof(TensorView));
+    c->hadamard = s.hadamard ? 1 : 0;
+    std::memcpy(&c->dq_raw, &s.dq_raw, sizeof(TensorView));
+    std::memcpy(&c->dk_raw, &s.dk_raw, sizeof(TensorView));
+    std::memcpy(&c->dw_raw, &s.dw_raw, sizeof(TensorView));
+    std::memcpy(&c->dq_post, &s.dq_post, sizeof(TensorView));
+    std::memcpy(&c->dk_post, &s.dk_post, sizeof(TensorView));
+    std::memcpy(&c->dw_post, &s.dw_post, sizeof(TensorView));
+  };
+  dsa_indexer_bwd_params c;
+  REQUIRE(dsa_indexer_bwd_params_init(&c) == DSA_STATUS_OK);
+  CHECK(c.dq_post.data == nullptr);
+  CHECK(c.dk_post.data == nullptr);
+  CHECK(c.dw_post.data == nullptr);
+  to_c(p, &c);
+  P.poison();
+  REQUIRE(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+  CHECK(std::memcmp(dq.data(), P.dq32.data(), dq.size() * 4) == 0);
+  CHECK(std::memcmp(dk.data(), P.dk32.data(), dk.size() * 4) == 0);
+  CHECK(std::memcmp(dw.data(), P.dw32.data(), dw.size() * 4) == 0);
+  c.grad = c.q_positions;  // grad and the post grads together
+  CHECK(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("grad is given together with dq_post") != std::string::npos);
+
+  // An ABI 1.0 caller: its struct ends after dw_raw. The minimal prefix did not grow, the bytes
+  // past it are never read (here: the post grads, which would select the other form).
+  const uint32_t v10 = static_cast<uint32_t>(offsetof(dsa_indexer_bwd_params, dq_post));
+  CHECK(v10 == offsetof(dsa_indexer_bwd_params, dw_raw) + sizeof(dsa_tensor));
+  to_c(gp, &c);
+  std::memcpy(&c.dq_post, &p.dq_post, sizeof(TensorView));
+  std::memcpy(&c.dk_post, &p.dk_post, sizeof(TensorView));
+  std::memcpy(&c.dw_post, &p.dw_post, sizeof(TensorView));
+  c.struct_size = v10;
+  P.poison();
+  REQUIRE(dsa_indexer_bwd_supports(&c) == DSA_STATUS_OK);
+  REQUIRE(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_OK);
+  CHECK(std::memcmp(gdq.data(), P.dq32.data(), gdq.size() * 4) == 0);
+  CHECK(std::memcmp(gdk.data(), P.dk32.data(), gdk.size() * 4) == 0);
+  CHECK(std::memcmp(gdw.data(), P.dw32.data(), gdw.size() * 4) == 0);
+  c.struct_size = v10 - 8;
+  CHECK(dsa_indexer_bwd_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("struct_size") != std::string::npos);
+  // init with an ABI 1.0 header writes only that prefix.
+  std::vector<unsigned char> buf(sizeof(dsa_indexer_bwd_params), 0xAB);
+  auto* h = reinterpret_cast<dsa_indexer_bwd_params*>(buf.data());
+  h->struct_size = v10;
+  h->abi_version = DSA_ABI_VERSION_MAJOR << 16;
+  REQUIRE(dsa_indexer_bwd_params_init(h) == DSA_STATUS_OK);
+  CHECK(h->struct_size == v10);
+  CHECK(h->dw_raw.data == nullptr);
+  for (size_t i = v10; i < buf.size(); ++i) CHECK(buf[i] == 0xAB);
 }
