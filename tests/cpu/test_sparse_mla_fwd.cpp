@@ -372,10 +372,9 @@ TEST_CASE("sparse_mla_fwd rejects bad input for every argument and writes nothin
 
 TEST_CASE("sparse_mla_fwd: 4K-token V3.2 layer timing", "[sparse_mla_fwd][.slow]") {
   // s_q 4096, h_q 128, topk 2048, d_qk 576, d_v 512 (2.34 TFLOP); SPEC §3.1 shapes.
-  // Measured 2026-11-28 on the 2-core AMD EPYC (Zen 4, AVX-512) dev machine: 36.4–37.1 s of CPU,
-  // i.e. 18.2–18.5 s on 2 idle cores (~63 GFLOP/s per core: Eigen's GEMM kernel ~68% of the
-  // time, its packing ~13%, gather/convert/softmax ~12%); wall 119–131 s while the machine
-  // carried a load average of ~13–15 from other jobs.
+  // Measured 2026-11-28 on the 2-core AMD EPYC (Zen 4, AVX-512) dev machine: 23.0 s wall on the
+  // idle machine (bench_reference_cpu Layer4K, docs/performance.md); 36.4–37.1 s of CPU time in
+  // this test (Eigen's GEMM kernel ~68% of it, its packing ~13%, gather/convert/softmax ~12%).
   const int64_t s_q = 4096, h = 128, d_qk = 576, d_v = 512, s_kv = 8192, topk = 2048;
   std::vector<bf16_t> q(s_q * h * d_qk), kv(s_kv * d_qk), out(s_q * h * d_v);
   std::vector<float> lse(s_q * h), ml(s_q * h);
