@@ -5,8 +5,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +14,7 @@
 #include <vector>
 
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
 
@@ -106,32 +105,16 @@ bool all_bytes(const std::vector<T>& v, uint8_t byte) {
   return true;
 }
 
-// FNV-1a over the bytes of an output buffer.
-template <typename T>
-void hash_bytes(uint64_t& h, const std::vector<T>& v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(v.data());
-  for (size_t i = 0; i < v.size() * sizeof(T); ++i) h = (h ^ p[i]) * 1099511628211ull;
-}
-
 // Re-runs this test executable's hidden test `tag` (which prints "MLAHASH <hex>") in child
 // processes with DSA_NUM_THREADS = 1, 2, 3, 7 and the same seed; all hashes must agree.
 inline void expect_thread_count_invariant(const std::string& tag) {
-  char exe[4096] = {};
-  REQUIRE(readlink("/proc/self/exe", exe, sizeof exe - 1) > 0);
   std::vector<std::string> hashes;
   for (int threads : {1, 2, 3, 7}) {
-    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) + " '" + std::string(exe) + "' '" + tag +
-                            "' --rng-seed " + std::to_string(dsa::test::run_seed()) + " 2>&1";
-    FILE* f = popen(cmd.c_str(), "r");
-    REQUIRE(f != nullptr);
-    char line[256];
-    std::string hash;
-    while (std::fgets(line, sizeof line, f))
-      if (std::strncmp(line, "MLAHASH ", 8) == 0) hash = line + 8;
-    CHECK(pclose(f) == 0);
+    const dsa::test::ChildRun r = dsa::test::run_self_with_threads(tag, threads, "MLAHASH ");
+    CHECK(r.status == 0);
     INFO("DSA_NUM_THREADS=" << threads);
-    REQUIRE(!hash.empty());
-    hashes.push_back(hash);
+    REQUIRE(!r.lines.empty());
+    hashes.push_back(r.lines.back());
   }
   for (const std::string& h : hashes) CHECK(h == hashes[0]);
 }

@@ -8,21 +8,19 @@
 // plus bitwise determinism and bad input for every argument.
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
 
@@ -471,11 +469,10 @@ TEST_CASE("indexer_bwd: the sparse form equals the dense form on the same column
 }
 
 namespace {
-uint64_t fnv(const std::vector<float>& v) {
-  uint64_t h = 1469598103934665603ull;
-  const unsigned char* b = reinterpret_cast<const unsigned char*>(v.data());
-  for (size_t i = 0; i < v.size() * 4; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
+// The child's output line for one problem: hashes of dq, dk and dw.
+std::string hash_line(const Problem& P) {
+  return "IDXBWDHASH " + std::to_string(test::fnv1a(P.dq32)) + " " + std::to_string(test::fnv1a(P.dk32)) + " " +
+         std::to_string(test::fnv1a(P.dw32));
 }
 Problem determinism_problem(bool sparse) {
   test::Rng rng(sparse ? 0xd5 : 0xdd);
@@ -484,43 +481,33 @@ Problem determinism_problem(bool sparse) {
 }  // namespace
 
 TEST_CASE("indexer_bwd determinism child", "[.idx_bwd_child]") {
-  const char* path = std::getenv("DSA_TEST_HASH_OUT");
-  REQUIRE(path != nullptr);
-  std::ofstream f(path);
   for (bool sparse : {false, true}) {
     Problem P = determinism_problem(sparse);
     run_ok(P.params());
-    f << fnv(P.dq32) << " " << fnv(P.dk32) << " " << fnv(P.dw32) << "\n";
+    std::printf("%s\n", hash_line(P).c_str());
   }
 }
 
 TEST_CASE("indexer_bwd is bitwise deterministic, run to run and across thread counts", "[indexer_bwd]") {
-  std::vector<uint64_t> want;
+  std::vector<std::string> want;
   for (bool sparse : {false, true}) {
     Problem P = determinism_problem(sparse);
     run_ok(P.params());
-    const uint64_t a = fnv(P.dq32), b = fnv(P.dk32), c = fnv(P.dw32);
+    const uint64_t a = test::fnv1a(P.dq32), b = test::fnv1a(P.dk32), c = test::fnv1a(P.dw32);
     for (int rep = 0; rep < 2; ++rep) {
       P.poison();
       run_ok(P.params());
-      CHECK(fnv(P.dq32) == a);
-      CHECK(fnv(P.dk32) == b);
-      CHECK(fnv(P.dw32) == c);
+      CHECK(test::fnv1a(P.dq32) == a);
+      CHECK(test::fnv1a(P.dk32) == b);
+      CHECK(test::fnv1a(P.dw32) == c);
     }
-    want.insert(want.end(), {a, b, c});
+    want.push_back(hash_line(P));
   }
   for (int threads : {1, 3, 7}) {
-    const std::string out = "/tmp/dsa_idx_bwd_hash_" + std::to_string(::getpid()) + "_" + std::to_string(threads);
-    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) + " DSA_TEST_HASH_OUT=" + out +
-                            " /proc/" + std::to_string(::getpid()) + "/exe '[.idx_bwd_child]' --rng-seed " +
-                            std::to_string(test::run_seed()) + " > /dev/null 2>&1";
-    REQUIRE(std::system(cmd.c_str()) == 0);
-    std::vector<uint64_t> got(6, 0);
-    std::ifstream f(out);
-    for (auto& g : got) f >> g;
-    std::remove(out.c_str());
+    const test::ChildRun r = test::run_self_with_threads("[.idx_bwd_child]", threads, "IDXBWDHASH ");
+    REQUIRE(r.status == 0);
     INFO("DSA_NUM_THREADS=" << threads);
-    CHECK(got == want);
+    CHECK(r.lines == want);
   }
 }
 

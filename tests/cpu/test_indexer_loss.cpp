@@ -12,10 +12,9 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/random.hpp"
 
 using namespace dsa;
@@ -993,14 +992,9 @@ TEST_CASE("teacher lse from the library's dense and sparse forwards", "[indexer_
 TEST_CASE("indexer loss output hash", "[.loss_hash]") {
   test::Rng rng(115);
   Problem P = make_problem(rng, {150, 150, 3, 32, 4, 16}, DType::kBF16, DType::kBF16, true);
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = test::kFnvOffset;
   auto mix = [&](const Outputs& o) {
-    for (const Output* x : {&o.loss, &o.kl, &o.dq, &o.dk, &o.dw})
-      for (float v : x->f) {
-        uint32_t bits;
-        std::memcpy(&bits, &v, 4);
-        h = (h ^ bits) * 1099511628211ull;
-      }
+    for (const Output* x : {&o.loss, &o.kl, &o.dq, &o.dk, &o.dw}) h = test::fnv1a(x->f, h);
   };
   mix(run_op(P, dense_params, Accum::kF32, DType::kF32));
   make_sparse(rng, P, 23, true);
@@ -1009,22 +1003,13 @@ TEST_CASE("indexer loss output hash", "[.loss_hash]") {
 }
 
 TEST_CASE("results do not depend on the thread count", "[indexer_loss]") {
-  char exe[4096] = {};
-  REQUIRE(readlink("/proc/self/exe", exe, sizeof exe - 1) > 0);
   std::vector<std::string> hashes;
   for (int threads : {1, 2, 3, 7}) {
-    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) +
-                            " '" + std::string(exe) + "' '[.loss_hash]' --rng-seed " + std::to_string(test::run_seed()) + " 2>&1";
-    FILE* f = popen(cmd.c_str(), "r");
-    REQUIRE(f != nullptr);
-    char line[256];
-    std::string hash;
-    while (std::fgets(line, sizeof line, f))
-      if (std::strncmp(line, "LOSSHASH ", 9) == 0) hash = line + 9;
-    CHECK(pclose(f) == 0);
+    const test::ChildRun r = test::run_self_with_threads("[.loss_hash]", threads, "LOSSHASH ");
+    CHECK(r.status == 0);
     INFO("DSA_NUM_THREADS=" << threads);
-    REQUIRE(!hash.empty());
-    hashes.push_back(hash);
+    REQUIRE(!r.lines.empty());
+    hashes.push_back(r.lines.back());
   }
   for (const std::string& h : hashes) CHECK(h == hashes[0]);
 }

@@ -16,9 +16,8 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
 #include "support/testdata.hpp"
@@ -143,11 +142,6 @@ struct Paged {
   }
 };
 
-uint64_t fnv(const void* data, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(data)[i]) * 1099511628211ull;
-  return h;
-}
 
 void check(const Paged& c, bool f64) {
   const double factor = (c.d + c.h + 4) * (f64 ? kU64 : kU32);
@@ -176,26 +170,6 @@ void check(const Paged& c, bool f64) {
   CHECK(bad_mask == 0);
 }
 
-// Runs this test binary's "[.threads]" case in a child process with DSA_NUM_THREADS = n and the
-// same seed, returning its "hash" lines (DSA_NUM_THREADS is read once per process).
-std::string hashes_with_threads(int n) {
-  char exe[4096];
-  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (len <= 0) return "";
-  exe[len] = 0;
-  const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(n) + " '" + exe + "' '[.threads]' --rng-seed " +
-                          std::to_string(test::run_seed()) + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return "";
-  std::string out, line;
-  char buf[512];
-  while (std::fgets(buf, sizeof(buf), f)) {
-    line = buf;
-    if (line.find("hash") != std::string::npos) out += line;
-  }
-  pclose(f);
-  return out;
-}
 }  // namespace
 
 TEST_CASE("paged indexer logits match the float64 oracle", "[indexer][decode]") {
@@ -365,12 +339,12 @@ TEST_CASE("paged indexer logits output hash for thread-count comparison", "[inde
   test::Rng rng(0x9a03);
   Paged c(rng, 5, 2, 64, 64, true, {99, 100, 1000, 1001, 1, 2, 640, 641, 300, 301}, 2, 3, 0, 1);
   REQUIRE(run(c.params()).ok());
-  std::printf("paged hash %016llx\n", (unsigned long long)fnv(c.logits.data(), c.logits.size() * 4));
+  std::printf("paged hash %016llx\n", (unsigned long long)test::fnv1a(c.logits.data(), c.logits.size() * 4));
 }
 
 TEST_CASE("paged indexer logits are bitwise independent of the thread count", "[indexer][decode]") {
-  const std::string one = hashes_with_threads(1), three = hashes_with_threads(3);
-  INFO("1 thread:\n" << one << "3 threads:\n" << three);
-  REQUIRE(one.find("hash") != std::string::npos);
+  const std::vector<std::string> one = test::run_self_with_threads("[.threads]", 1, "hash").lines,
+                                 three = test::run_self_with_threads("[.threads]", 3, "hash").lines;
+  REQUIRE(!one.empty());
   CHECK(one == three);
 }

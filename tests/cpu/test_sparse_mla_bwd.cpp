@@ -11,15 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dsa/dsa.h"
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
 
@@ -498,10 +496,9 @@ TEST_CASE("sparse_mla_bwd: duplicates count once per occurrence, base-2 lse, all
 }
 
 namespace {
-uint64_t fnv(const Tensor& x) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : x.mem) h = (h ^ c) * 1099511628211ull;
-  return h;
+// The child's output line for one problem: hashes of dq and dkv.
+std::string hash_line(const Problem& P) {
+  return "SMLABWDHASH " + std::to_string(test::fnv1a(P.dq.mem)) + " " + std::to_string(test::fnv1a(P.dkv.mem));
 }
 // 0: many (t, slot) pairs per kv row, two token blocks; 1: scratch-bounded blocks (3 tokens,
 // or one per thread when there are more threads), so the block size varies with the thread count.
@@ -517,44 +514,34 @@ Problem determinism_problem(int which) {
 
 // Child half of the thread-count check: run by the parent test below in a fresh process.
 TEST_CASE("sparse_mla_bwd determinism child", "[.smla_bwd_child]") {
-  const char* path = std::getenv("DSA_TEST_HASH_OUT");
-  REQUIRE(path != nullptr);
-  std::ofstream f(path);
   for (int which : {0, 1}) {
     Problem P = determinism_problem(which);
     run_ok(P.params());
-    f << fnv(P.dq) << " " << fnv(P.dkv) << "\n";
+    std::printf("%s\n", hash_line(P).c_str());
   }
 }
 
 TEST_CASE("sparse_mla_bwd is bitwise deterministic, run to run and across thread counts",
           "[sparse_mla_bwd]") {
-  std::vector<uint64_t> want;
+  std::vector<std::string> want;
   for (int which : {0, 1}) {
     Problem P = determinism_problem(which);
     run_ok(P.params());
-    const uint64_t hq = fnv(P.dq), hkv = fnv(P.dkv);
+    const uint64_t hq = test::fnv1a(P.dq.mem), hkv = test::fnv1a(P.dkv.mem);
     for (int rep = 0; rep < 2; ++rep) {
       P.dq.poison();
       P.dkv.poison();
       run_ok(P.params());
-      CHECK(fnv(P.dq) == hq);
-      CHECK(fnv(P.dkv) == hkv);
+      CHECK(test::fnv1a(P.dq.mem) == hq);
+      CHECK(test::fnv1a(P.dkv.mem) == hkv);
     }
-    want.insert(want.end(), {hq, hkv});
+    want.push_back(hash_line(P));
   }
   for (int threads : {1, 3, 7}) {
-    const std::string out = "/tmp/dsa_smla_bwd_hash_" + std::to_string(::getpid()) + "_" + std::to_string(threads);
-    const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(threads) + " DSA_TEST_HASH_OUT=" + out +
-                            " /proc/" + std::to_string(::getpid()) + "/exe '[.smla_bwd_child]' --rng-seed " +
-                            std::to_string(test::run_seed()) + " > /dev/null 2>&1";
-    REQUIRE(std::system(cmd.c_str()) == 0);
-    std::vector<uint64_t> got(4, 0);
-    std::ifstream f(out);
-    for (auto& g : got) f >> g;
-    std::remove(out.c_str());
+    const test::ChildRun r = test::run_self_with_threads("[.smla_bwd_child]", threads, "SMLABWDHASH ");
+    REQUIRE(r.status == 0);
     INFO("DSA_NUM_THREADS=" << threads);
-    CHECK(got == want);
+    CHECK(r.lines == want);
   }
 }
 

@@ -12,9 +12,8 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "dsa/dsa.hpp"
+#include "support/child_process.hpp"
 #include "support/random.hpp"
 #include "support/testdata.hpp"
 
@@ -159,11 +158,6 @@ void check_against_oracle(Call& c, const Selection& o) {
   CHECK(c.keff == o.keff);
 }
 
-uint64_t fnv(const void* data, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(data)[i]) * 1099511628211ull;
-  return h;
-}
 
 const char* dist_name(Dist d) {
   switch (d) {
@@ -175,26 +169,6 @@ const char* dist_name(Dist d) {
   }
 }
 
-// Runs this test binary's "[.threads]" case in a child process with DSA_NUM_THREADS = n and the
-// same seed, returning its "hash" lines (DSA_NUM_THREADS is read once per process).
-std::string hashes_with_threads(int n) {
-  char exe[4096];
-  const ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (len <= 0) return "";
-  exe[len] = 0;
-  const std::string cmd = "DSA_NUM_THREADS=" + std::to_string(n) + " '" + exe + "' '[.threads]' --rng-seed " +
-                          std::to_string(test::run_seed()) + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return "";
-  std::string out, line;
-  char buf[512];
-  while (std::fgets(buf, sizeof(buf), f)) {
-    line = buf;
-    if (line.find("hash") != std::string::npos) out += line;
-  }
-  pclose(f);
-  return out;
-}
 }  // namespace
 
 TEST_CASE("topk equals the full-sort oracle over shapes, distributions and ranges", "[topk]") {
@@ -544,13 +518,13 @@ TEST_CASE("topk output hash for thread-count comparison", "[topk][.threads]") {
   fill(rng, c, Dist::kReluSum);
   random_ranges(rng, c);
   REQUIRE(run(c.params()).ok());
-  std::printf("topk hash %016llx %016llx\n", (unsigned long long)fnv(c.idx.data(), c.idx.size() * 4),
-              (unsigned long long)fnv(c.osc.data(), c.osc.size() * 4));
+  std::printf("topk hash %016llx %016llx\n", (unsigned long long)test::fnv1a(c.idx.data(), c.idx.size() * 4),
+              (unsigned long long)test::fnv1a(c.osc.data(), c.osc.size() * 4));
 }
 
 TEST_CASE("topk results are bitwise independent of the thread count", "[topk]") {
-  const std::string one = hashes_with_threads(1), three = hashes_with_threads(3);
-  INFO("1 thread:\n" << one << "3 threads:\n" << three);
-  REQUIRE(one.find("hash") != std::string::npos);
+  const std::vector<std::string> one = test::run_self_with_threads("[.threads]", 1, "hash").lines,
+                                 three = test::run_self_with_threads("[.threads]", 3, "hash").lines;
+  REQUIRE(!one.empty());
   CHECK(one == three);
 }
