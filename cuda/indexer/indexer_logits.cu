@@ -414,6 +414,50 @@ int64_t elem_bytes(DType dt) { return dt == DType::kE4M3 ? 1 : (dt == DType::kBF
 
 }  // namespace
 
+// Fields FastArgs and GenArgs share, filled identically for both paths.
+template <class Args>
+void set_rows(Args& a, const TensorView& weights, const TensorView& logits, int64_t rows, int64_t cols,
+              int64_t next_n, bool clean) {
+  a.w = static_cast<const float*>(weights.data);
+  a.w_s0 = weights.stride[0];
+  a.w_s1 = weights.stride[1];
+  a.out = static_cast<float*>(logits.data);
+  a.out_s0 = logits.stride[0];
+  a.rows = rows;
+  a.cols = cols;
+  a.next_n = next_n;
+  a.clean = clean;
+}
+
+template <class Args>
+void set_ranges(Args& a, const IndexerLogitsParams& p, bool fp8) {
+  if (fp8) {
+    a.k_scale = static_cast<const float*>(p.k_scale.data);
+    a.sc_s0 = p.k_scale.stride[0];
+  }
+  a.ks = static_cast<const int32_t*>(p.ks.data);
+  a.ke = static_cast<const int32_t*>(p.ke.data);
+  a.ks_s0 = p.ks.stride[0];
+  a.ke_s0 = p.ke.stride[0];
+}
+
+template <class Args>
+void set_pages(Args& a, const IndexerPagedLogitsParams& p) {
+  const bool two_d = p.context_lens.rank == 2;
+  a.cache = static_cast<const uint8_t*>(p.k_cache.data);
+  a.page_stride = p.k_cache.stride[0];
+  a.P = p.page_block_size;
+  a.num_blocks = p.k_cache.shape[0];
+  a.bt = static_cast<const int32_t*>(p.block_table.data);
+  a.bt_s0 = p.block_table.stride[0];
+  a.bt_s1 = p.block_table.stride[1];
+  a.max_blocks = p.block_table.shape[1];
+  a.lens = static_cast<const int32_t*>(p.context_lens.data);
+  a.lens_s0 = p.context_lens.stride[0];
+  a.lens_s1 = two_d ? p.context_lens.stride[1] : 0;
+  a.lens_2d = two_d;
+}
+
 // Every validated configuration runs: the tensor-core path when h_idx = 64, d_idx = 128, q and k
 // are both e4m3 or both bf16 and the rows are 16-byte aligned; the general path otherwise.
 Status supports(const IndexerLogitsParams&) { return Status(); }
@@ -433,25 +477,10 @@ Status run(const IndexerLogitsParams& p, void*, size_t, Stream stream) {
     a.q_sa = p.q.stride[0] * qe;
     a.q_sb = 0;
     a.q_sh = p.q.stride[1] * qe;
-    a.w = static_cast<const float*>(p.weights.data);
-    a.w_s0 = p.weights.stride[0];
-    a.w_s1 = p.weights.stride[1];
-    a.out = static_cast<float*>(p.logits.data);
-    a.out_s0 = p.logits.stride[0];
-    a.rows = s_q;
-    a.cols = s_kv;
-    a.next_n = 1;
-    a.clean = p.clean_logits;
+    set_rows(a, p.weights, p.logits, s_q, s_kv, 1, p.clean_logits);
     a.k = static_cast<const uint8_t*>(p.k.data);
     a.k_s0 = p.k.stride[0] * ke;
-    if (fp8) {
-      a.k_scale = static_cast<const float*>(p.k_scale.data);
-      a.sc_s0 = p.k_scale.stride[0];
-    }
-    a.ks = static_cast<const int32_t*>(p.ks.data);
-    a.ke = static_cast<const int32_t*>(p.ke.data);
-    a.ks_s0 = p.ks.stride[0];
-    a.ke_s0 = p.ke.stride[0];
+    set_ranges(a, p, fp8);
     return fp8 ? launch_fast<true, false>(a, "indexer_logits", stream)
                : launch_fast<false, false>(a, "indexer_logits", stream);
   }
@@ -464,26 +493,11 @@ Status run(const IndexerLogitsParams& p, void*, size_t, Stream stream) {
   a.q_sh = p.q.stride[1];
   a.h = h;
   a.d = d;
-  a.w = static_cast<const float*>(p.weights.data);
-  a.w_s0 = p.weights.stride[0];
-  a.w_s1 = p.weights.stride[1];
-  a.out = static_cast<float*>(p.logits.data);
-  a.out_s0 = p.logits.stride[0];
-  a.rows = s_q;
-  a.cols = s_kv;
-  a.next_n = 1;
-  a.clean = p.clean_logits;
+  set_rows(a, p.weights, p.logits, s_q, s_kv, 1, p.clean_logits);
   a.fp8 = fp8;
   a.k = p.k.data;
   a.k_s0 = p.k.stride[0];
-  if (fp8) {
-    a.k_scale = static_cast<const float*>(p.k_scale.data);
-    a.sc_s0 = p.k_scale.stride[0];
-  }
-  a.ks = static_cast<const int32_t*>(p.ks.data);
-  a.ke = static_cast<const int32_t*>(p.ke.data);
-  a.ks_s0 = p.ks.stride[0];
-  a.ke_s0 = p.ke.stride[0];
+  set_ranges(a, p, fp8);
   return launch_general<false>(a, "indexer_logits", stream);
 }
 
@@ -500,34 +514,14 @@ Status run(const IndexerPagedLogitsParams& p, void*, size_t, Stream stream) {
   const bool fast = h == kHeads && d == kDim && aligned16(p.q.data) && aligned16(p.k_cache.data) &&
                     p.q.stride[0] % 16 == 0 && p.q.stride[1] % 16 == 0 && p.q.stride[2] % 16 == 0 &&
                     p.k_cache.stride[0] % 16 == 0;
-  const bool two_d = p.context_lens.rank == 2;
   if (fast) {
     FastArgs a{};
     a.q = static_cast<const uint8_t*>(p.q.data);
     a.q_sa = p.q.stride[0];
     a.q_sb = p.q.stride[1];
     a.q_sh = p.q.stride[2];
-    a.w = static_cast<const float*>(p.weights.data);
-    a.w_s0 = p.weights.stride[0];
-    a.w_s1 = p.weights.stride[1];
-    a.out = static_cast<float*>(p.logits.data);
-    a.out_s0 = p.logits.stride[0];
-    a.rows = rows;
-    a.cols = cols;
-    a.next_n = next_n;
-    a.clean = true;
-    a.cache = static_cast<const uint8_t*>(p.k_cache.data);
-    a.page_stride = p.k_cache.stride[0];
-    a.P = p.page_block_size;
-    a.num_blocks = p.k_cache.shape[0];
-    a.bt = static_cast<const int32_t*>(p.block_table.data);
-    a.bt_s0 = p.block_table.stride[0];
-    a.bt_s1 = p.block_table.stride[1];
-    a.max_blocks = p.block_table.shape[1];
-    a.lens = static_cast<const int32_t*>(p.context_lens.data);
-    a.lens_s0 = p.context_lens.stride[0];
-    a.lens_s1 = two_d ? p.context_lens.stride[1] : 0;
-    a.lens_2d = two_d;
+    set_rows(a, p.weights, p.logits, rows, cols, next_n, true);
+    set_pages(a, p);
     return launch_fast<true, true>(a, "indexer_paged_logits", stream);
   }
   GenArgs a{};
@@ -539,28 +533,9 @@ Status run(const IndexerPagedLogitsParams& p, void*, size_t, Stream stream) {
   a.q_sh = p.q.stride[2];
   a.h = h;
   a.d = d;
-  a.w = static_cast<const float*>(p.weights.data);
-  a.w_s0 = p.weights.stride[0];
-  a.w_s1 = p.weights.stride[1];
-  a.out = static_cast<float*>(p.logits.data);
-  a.out_s0 = p.logits.stride[0];
-  a.rows = rows;
-  a.cols = cols;
-  a.next_n = next_n;
-  a.clean = true;
+  set_rows(a, p.weights, p.logits, rows, cols, next_n, true);
   a.fp8 = true;
-  a.cache = static_cast<const uint8_t*>(p.k_cache.data);
-  a.page_stride = p.k_cache.stride[0];
-  a.P = p.page_block_size;
-  a.num_blocks = p.k_cache.shape[0];
-  a.bt = static_cast<const int32_t*>(p.block_table.data);
-  a.bt_s0 = p.block_table.stride[0];
-  a.bt_s1 = p.block_table.stride[1];
-  a.max_blocks = p.block_table.shape[1];
-  a.lens = static_cast<const int32_t*>(p.context_lens.data);
-  a.lens_s0 = p.context_lens.stride[0];
-  a.lens_s1 = two_d ? p.context_lens.stride[1] : 0;
-  a.lens_2d = two_d;
+  set_pages(a, p);
   return launch_general<true>(a, "indexer_paged_logits", stream);
 }
 
