@@ -45,7 +45,12 @@ Report compare(const std::string& what, const std::vector<double>& a, const std:
     rep.max_rel = std::fmax(rep.max_rel, rel);
     if (!(err < tol.abs_tol || rel < tol.rel_tol)) ++rep.failures;
   }
-  rep.cos_diff = cos_diff(a, r);
+  // SPEC §9.3 (FlashMLA's compare): cos_diff is 0 by definition when Σr² < 1e-12 — a reference
+  // that is zero up to rounding (e.g. a row whose only valid slot gives dZ = 0 exactly) has no
+  // direction to compare; the element test above still bounds every value.
+  double rr = 0;
+  for (double y : r) rr += std::isfinite(y) ? y * y : 0.0;
+  rep.cos_diff = rr < 1e-12 ? 0.0 : cos_diff(a, r);
   rep.ok = rep.failures == 0 && rep.special_mismatch == 0 && (tol.cos_tol < 0 || rep.cos_diff <= tol.cos_tol);
   return rep;
 }

@@ -33,6 +33,8 @@ struct Report {
 };
 
 // a = the implementation under test, r = the reference. Both as doubles, same length.
+// FlashMLA semantics (SPEC §9.3): element test, exact special values, and cos_diff (0 when
+// Σr² < 1e-12). DeepGEMM's calc_diff is cos_diff() below.
 Report compare(const std::string& what, const std::vector<double>& a, const std::vector<double>& r,
                const Tolerance& tol);
 
