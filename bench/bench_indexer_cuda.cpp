@@ -38,14 +38,23 @@ std::vector<float> random_scales(int64_t n, uint64_t seed) {
 }
 
 // args: s_q, s_kv, causal (1: key ranges of a chunk at the end of the keys; 0: every key).
-void BM_prefill_fp8(benchmark::State& st) {
+// FP8 mode (e4m3 q/k with per-key scales) or exact mode (bf16 q/k, fp32 accumulation).
+void prefill(benchmark::State& st, bool fp8) {
   const int64_t s_q = st.range(0), s_kv = st.range(1), H = 64, D = 128;
   const bool causal = st.range(2) != 0;
-  Dev q(s_q * H * D), k(s_kv * D), sc(s_kv * 4), w(s_q * H * 4), ks(s_q * 4), ke(s_q * 4), out(s_q * s_kv * 4);
-  fill_codes(q.p, q.n, 1);
-  fill_codes(k.p, k.n, 2);
-  upload(sc.p, random_scales(s_kv, 3));
-  upload(w.p, bench::random_f32(s_q * H, 0.05, 4));
+  const int64_t elem = fp8 ? 1 : 2;
+  Dev q(s_q * H * D * elem), k(s_kv * D * elem), sc(s_kv * 4), w(s_q * H * 4), ks(s_q * 4), ke(s_q * 4),
+      out(s_q * s_kv * 4);
+  if (fp8) {
+    fill_codes(q.p, q.n, 1);
+    fill_codes(k.p, k.n, 2);
+    upload(sc.p, random_scales(s_kv, 3));
+    upload(w.p, bench::random_f32(s_q * H, 0.05, 4));
+  } else {
+    upload(q.p, bench::random_bf16(s_q * H * D, 0.5, 5));
+    upload(k.p, bench::random_bf16(s_kv * D, 0.5, 6));
+    upload(w.p, bench::random_f32(s_q * H, 0.05, 7));
+  }
   std::vector<int32_t> vks(s_q), vke(s_q);
   double pairs = 0;
   for (int64_t t = 0; t < s_q; ++t) {
@@ -55,44 +64,21 @@ void BM_prefill_fp8(benchmark::State& st) {
   }
   upload(ks.p, vks);
   upload(ke.p, vke);
+  const DType dt = fp8 ? DType::kE4M3 : DType::kBF16;
   IndexerLogitsParams p;
-  p.q = make_view(q.p, DType::kE4M3, {s_q, H, D});
-  p.k = make_view(k.p, DType::kE4M3, {s_kv, D});
-  p.k_scale = make_view(sc.p, DType::kF32, {s_kv});
+  p.q = make_view(q.p, dt, {s_q, H, D});
+  p.k = make_view(k.p, dt, {s_kv, D});
+  if (fp8) p.k_scale = make_view(sc.p, DType::kF32, {s_kv});
   p.weights = make_view(w.p, DType::kF32, {s_q, H});
   p.ks = make_view(ks.p, DType::kI32, {s_q});
   p.ke = make_view(ke.p, DType::kI32, {s_q});
   p.logits = make_view(out.p, DType::kF32, {s_q, s_kv});
   time_loop(st, [&] { return run(p); }, bench::indexer_flops(pairs), 0);
-  st.counters["pairs"] = pairs;
+  if (fp8) st.counters["pairs"] = pairs;
 }
 
-// Exact mode (bf16 q and k, fp32 accumulation), same shapes.
-void BM_prefill_bf16(benchmark::State& st) {
-  const int64_t s_q = st.range(0), s_kv = st.range(1), H = 64, D = 128;
-  const bool causal = st.range(2) != 0;
-  Dev q(s_q * H * D * 2), k(s_kv * D * 2), w(s_q * H * 4), ks(s_q * 4), ke(s_q * 4), out(s_q * s_kv * 4);
-  upload(q.p, bench::random_bf16(s_q * H * D, 0.5, 5));
-  upload(k.p, bench::random_bf16(s_kv * D, 0.5, 6));
-  upload(w.p, bench::random_f32(s_q * H, 0.05, 7));
-  std::vector<int32_t> vks(s_q), vke(s_q);
-  double pairs = 0;
-  for (int64_t t = 0; t < s_q; ++t) {
-    vks[t] = 0;
-    vke[t] = static_cast<int32_t>(causal ? s_kv - s_q + t + 1 : s_kv);
-    pairs += vke[t] - vks[t];
-  }
-  upload(ks.p, vks);
-  upload(ke.p, vke);
-  IndexerLogitsParams p;
-  p.q = make_view(q.p, DType::kBF16, {s_q, H, D});
-  p.k = make_view(k.p, DType::kBF16, {s_kv, D});
-  p.weights = make_view(w.p, DType::kF32, {s_q, H});
-  p.ks = make_view(ks.p, DType::kI32, {s_q});
-  p.ke = make_view(ke.p, DType::kI32, {s_q});
-  p.logits = make_view(out.p, DType::kF32, {s_q, s_kv});
-  time_loop(st, [&] { return run(p); }, bench::indexer_flops(pairs), 0);
-}
+void BM_prefill_fp8(benchmark::State& st) { prefill(st, true); }
+void BM_prefill_bf16(benchmark::State& st) { prefill(st, false); }
 
 // args: b, context length (every request full), next_n.
 void BM_decode_paged(benchmark::State& st) {
