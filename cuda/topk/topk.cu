@@ -6,7 +6,12 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Algorithm, one 512-thread block per row, for any k:
+// Two kernels. Sorted k ≤ 2048 (DSA's k) and unsorted outputs of rows up to 786K columns run the
+// cluster kernel of topk_cluster.cu on sm_90 (one thread-block cluster per row, the row held in
+// shared memory, read from HBM once). Everything else — sorted k > 2048, longer rows, devices
+// without clusters — runs this file's kernel. Both give the same bits.
+//
+// This file's algorithm, one 512-thread block per row, for any k:
 //   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
 //      histogram, which every cut of the row shares;
 //   2. the output is produced in segments of 2048 ranks [lo, hi). For each segment, a radix select
@@ -32,45 +37,21 @@
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 
-#include "common/cuda_common.cuh"
 #include "common/op_list.hpp"
+#include "topk/topk_shared.cuh"
 
 namespace dsa::cuda_backend {
 
 namespace {
 
+using topk_detail::row_range;
+using topk_detail::score_key;
+using topk_detail::to_domain;
+using topk_detail::TopKArgs;
+
 constexpr int kThreads = 512;
 constexpr int kItems = 4;
 constexpr int kTile = kThreads * kItems;  // columns per collect step = ranks per segment
-
-struct TopKArgs {
-  const float* scores;
-  int64_t sc_s0;
-  int64_t rows, cols;
-  const int32_t* ks;
-  int64_t ks_s0;
-  const int32_t* ke;
-  int64_t ke_s0;
-  int32_t* idx;
-  int64_t idx_s0;
-  int64_t k;
-  float* osc;
-  int64_t osc_s0;
-  int32_t* keff;
-  int64_t keff_s0;
-  int32_t domain;
-  const int32_t* bt;
-  int64_t bt_s0, bt_rows, bt_cols;
-  int64_t rows_per_batch, P;
-  bool sorted;
-};
-
-__device__ __forceinline__ uint32_t score_key(float f) {
-  uint32_t u = __float_as_uint(f);
-  if (f != f || u == 0xff800000u) return 0u;  // NaN or −∞: not valid
-  if (u == 0x80000000u) u = 0u;               // −0 ties +0
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 using BlockScanU64 = cub::BlockScan<unsigned long long, kThreads>;
 using BlockScanI = cub::BlockScan<int, kThreads>;
@@ -223,24 +204,12 @@ __device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int 
   return run_take;
 }
 
-__device__ __forceinline__ int32_t to_domain(const TopKArgs& a, int64_t r, int64_t ks, int64_t c_rel) {
-  if (a.domain == static_cast<int32_t>(IndexDomain::kRelative)) return static_cast<int32_t>(c_rel);
-  if (a.domain == static_cast<int32_t>(IndexDomain::kPagedSlot)) {
-    const int64_t b = r / a.rows_per_batch, page = c_rel / a.P;
-    if (b >= a.bt_rows || page >= a.bt_cols) return -1;
-    return static_cast<int32_t>(static_cast<int64_t>(a.bt[b * a.bt_s0 + page]) * a.P + c_rel % a.P);
-  }
-  return static_cast<int32_t>(ks + c_rel);
-}
-
 __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ TopKArgs a) {
   __shared__ Smem sm;
   const int tid = threadIdx.x;
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
-    int64_t ks = a.ks ? a.ks[r * a.ks_s0] : 0;
-    int64_t ke = a.ke ? a.ke[r * a.ke_s0] : a.cols;
-    ks = ks < 0 ? 0 : (ks > a.cols ? a.cols : ks);
-    ke = ke < ks ? ks : (ke > a.cols ? a.cols : ke);
+    int64_t ks, ke;
+    row_range(a, r, &ks, &ke);
     const int n = static_cast<int>(ke - ks);
     const float* row = a.scores + r * a.sc_s0 + ks;
 
@@ -374,6 +343,9 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
     a.P = p.page_block_size;
   }
   if (a.rows == 0) return Status();
+  cuda::DeviceInfo dev;
+  if (Status d = cuda::device_info("topk", &dev); !d.ok()) return d;
+  if (topk_detail::cluster_takes(a, dev.cc_major)) return topk_detail::launch_cluster(a, dev.sm_count, stream);
   topk_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 0, stream>>>(a);
   return cuda::launch_status("topk", "topk_kernel");
 }

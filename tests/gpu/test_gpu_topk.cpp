@@ -355,6 +355,31 @@ TEST_CASE("gpu topk: 64 rows past 256K columns, many 2048-rank segments", "[gpu]
   }
 }
 
+TEST_CASE("gpu topk: cluster kernel — the cluster size follows the row count, results do not", "[gpu][topk]") {
+  // 40 rows of 70000 run 8 CTAs per row; the 20-row half of check_case's batch-invariance step runs
+  // 16 (rows·C must cover the GPU twice): same bytes required. Ragged, misaligned starts.
+  test::Rng rng(0xB00A);
+  TopKCase c = base("cluster-size", 40, 70000, 2048, 5);
+  c.ks.resize(c.rows);
+  c.ke.resize(c.rows);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    c.ks[r] = static_cast<int32_t>(rng.integer(0, 3000));
+    c.ke[r] = static_cast<int32_t>(rng.integer(c.ks[r], c.cols));
+    for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, r % 4 * 0.3);
+  }
+  check_case(c);
+  c.sorted = false;
+  check_case(c);
+}
+
+TEST_CASE("gpu topk: rows past the cluster kernel's 786K limit fall back to the row kernel", "[gpu][topk]") {
+  test::Rng rng(0xB00B);
+  TopKCase c = base("800K", 2, 800000, 2048);
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t i = 0; i < c.cols; ++i) c.scores[r * c.stride + i] = relu_score(rng, 0.6);
+  check_case(c);
+}
+
 TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise", "[gpu][topk][graph]") {
   test::Rng rng(0xB007);
   const int64_t rows = 16, cols = 9000, k = 2048;
