@@ -42,7 +42,8 @@ extern "C" {
 /* ABI version: major << 16 | minor. A struct whose abi_version has another major is rejected;
  * a newer minor only appends fields. */
 #define DSA_ABI_VERSION_MAJOR 1
-#define DSA_ABI_VERSION_MINOR 1  /* 1.1: dsa_indexer_bwd_params gained dq_post, dk_post, dw_post */
+#define DSA_ABI_VERSION_MINOR 2  /* 1.1: dsa_indexer_bwd_params gained dq_post, dk_post, dw_post;
+                                    1.2: the fused dsa_indexer_topk op */
 #define DSA_ABI_VERSION ((uint32_t)((DSA_ABI_VERSION_MAJOR << 16) | DSA_ABI_VERSION_MINOR))
 
 /* ---- status codes (dsa::StatusCode) -------------------------------------------------------- */
@@ -282,6 +283,24 @@ typedef struct dsa_dense_mla_fwd_params {
   dsa_lse_base lse_base; /* DSA_LSE_BASE_NATURAL */
 } dsa_dense_mla_fwd_params;
 
+/* ABI 1.2: indexer_logits → topk fused, without the [s_q, s_kv] logits (scratch: workspace). */
+typedef struct dsa_indexer_topk_params {
+  uint32_t struct_size;
+  uint32_t abi_version;
+  dsa_tensor q;            /* [s_q, h_idx, d_idx] e4m3 | bf16 | f32 */
+  dsa_tensor k;            /* [s_kv, d_idx] e4m3 | bf16 | f32 */
+  dsa_tensor k_scale;      /* [s_kv] f32, FP8 mode only */
+  dsa_tensor weights;      /* [s_q, h_idx] f32 */
+  dsa_tensor ks;           /* [s_q] i32 */
+  dsa_tensor ke;           /* [s_q] i32 */
+  dsa_tensor indices;      /* [s_q, k] i32, out */
+  dsa_tensor out_scores;   /* [s_q, k] f32, out, optional */
+  dsa_tensor k_eff;        /* [s_q] i32, out, optional */
+  dsa_index_domain domain; /* DSA_INDEX_DOMAIN_ABSOLUTE (or _RELATIVE; paged slots are rejected) */
+  uint8_t sorted;          /* 1 */
+  int32_t chunk_rows;      /* 0: automatic */
+} dsa_indexer_topk_params;
+
 /* ---- library ------------------------------------------------------------------------------- */
 
 DSA_API const char* dsa_version(void);     /* "MAJOR.MINOR.PATCH" of the loaded library */
@@ -314,6 +333,7 @@ DSA_DECLARE_C_OP(mla_cache_write)
 DSA_DECLARE_C_OP(sparse_mla_fwd)
 DSA_DECLARE_C_OP(sparse_mla_decode)
 DSA_DECLARE_C_OP(dense_mla_fwd)
+DSA_DECLARE_C_OP(indexer_topk) /* ABI 1.2 */
 
 /* dsa_<op>_params_init(p) writes the header and the C++ defaults. When p->abi_version already has
  * this major version and p->struct_size >= 8, that size is the caller's struct and only that

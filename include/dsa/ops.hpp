@@ -36,6 +36,7 @@ DSA_DECLARE_OP(MlaCacheWriteParams)
 DSA_DECLARE_OP(SparseMlaFwdParams)
 DSA_DECLARE_OP(SparseMlaDecodeParams)
 DSA_DECLARE_OP(DenseMlaFwdParams)
+DSA_DECLARE_OP(IndexerTopKParams)
 
 #undef DSA_DECLARE_OP
 
@@ -59,6 +60,7 @@ DSA_DECLARE_REF(MlaCacheWriteParams)
 DSA_DECLARE_REF(SparseMlaFwdParams)
 DSA_DECLARE_REF(SparseMlaDecodeParams)
 DSA_DECLARE_REF(DenseMlaFwdParams)
+DSA_DECLARE_REF(IndexerTopKParams)
 #undef DSA_DECLARE_REF
 }  // namespace ref
 

@@ -199,4 +199,26 @@ struct DenseMlaFwdParams {
   LseBase lse_base = LseBase::kNatural;
 };
 
+// ---- fused indexer → top-k (prefill) -------------------------------------------------------------
+
+// indexer_logits followed by topk on its logits, without the [s_q, s_kv] logits tensor: rows are
+// processed in chunks of chunk_rows (0 = automatic), each chunk's fp32 logits go to a scratch of
+// the workspace and are consumed by the chunk's top-k. The result equals running IndexerLogitsParams
+// (clean_logits) then TopKParams with the same ks, ke (SPEC §4.2 step 7, §5, D7).
+// Device memory: O(chunk_rows · s_kv) scratch + the outputs, instead of O(s_q · s_kv).
+struct IndexerTopKParams {
+  TensorView q;           // [s_q, h_idx, d_idx] e4m3 | bf16 | f32
+  TensorView k;           // [s_kv, d_idx] e4m3 | bf16 | f32
+  TensorView k_scale;     // [s_kv] f32 — FP8 mode only
+  TensorView weights;     // [s_q, h_idx] f32 (scale already folded, OP-IDXPREP)
+  TensorView ks;          // [s_q] i32 first key of the row's range
+  TensorView ke;          // [s_q] i32 one past the last key
+  TensorView indices;     // [s_q, k] i32, out
+  TensorView out_scores;  // [s_q, k] f32, out, optional (−∞ in padded slots)
+  TensorView k_eff;       // [s_q] i32, out, optional
+  IndexDomain domain = IndexDomain::kAbsolute;  // kAbsolute | kRelative (column − ks[t])
+  bool sorted = true;      // false: any deterministic order of the same set
+  int32_t chunk_rows = 0;  // rows per chunk; 0 = automatic (≈ 32 MiB of fp32 logits)
+};
+
 }  // namespace dsa

@@ -26,6 +26,9 @@
   F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base)
 #define DSA_C_FIELDS_dense_mla_fwd(F) \
   F(q) F(kv) F(ks) F(ke) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
+#define DSA_C_FIELDS_indexer_topk(F)                                                                 \
+  F(q) F(k) F(k_scale) F(weights) F(ks) F(ke) F(indices) F(out_scores) F(k_eff) F(domain) F(sorted) \
+  F(chunk_rows)
 
 DSA_C_DEFINE_OP(dsa::RopeTableParams, rope_table)
 DSA_C_DEFINE_OP(dsa::RopeParams, rope)
@@ -40,3 +43,4 @@ DSA_C_DEFINE_OP(dsa::MlaCacheWriteParams, mla_cache_write)
 DSA_C_DEFINE_OP(dsa::SparseMlaFwdParams, sparse_mla_fwd)
 DSA_C_DEFINE_OP(dsa::SparseMlaDecodeParams, sparse_mla_decode)
 DSA_C_DEFINE_OP(dsa::DenseMlaFwdParams, dense_mla_fwd)
+DSA_C_DEFINE_OP(dsa::IndexerTopKParams, indexer_topk)

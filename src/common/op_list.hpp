@@ -26,6 +26,7 @@
   X(SparseMlaFwdParams, sparse_mla_fwd)            \
   X(SparseMlaDecodeParams, sparse_mla_decode)      \
   X(DenseMlaFwdParams, dense_mla_fwd)            \
+  X(IndexerTopKParams, indexer_topk)               \
   DSA_FOR_EACH_TRAINING_OP(X)
 
 namespace dsa::detail {

@@ -1,10 +1,10 @@
 // Validators of OP-IDXLOGITS prefill (SPEC §4.2 step 7, §4.6, §12.3). The key ranges [ks, ke) are
 // values, checked by the reference (validate never reads contents).
-#include "common/op_list.hpp"
+#include "validate/shared.hpp"
 
 namespace dsa::detail {
 
-void validate(const IndexerLogitsParams& p, ArgCheck& c) {
+void validate_indexer_logits_inputs(const IndexerLogitsParams& p, ArgCheck& c) {
   c.tensor("q", p.q, {"s_q", "h_idx", "d_idx"}, kE4M3 | kBF16 | kF32);
   c.tensor("k", p.k, {"s_kv", "d_idx"}, kE4M3 | kBF16 | kF32);
   if (!c.ok()) return;
@@ -28,6 +28,10 @@ void validate(const IndexerLogitsParams& p, ArgCheck& c) {
   c.tensor("weights", p.weights, {"s_q", "h_idx"}, kF32);
   c.tensor("ks", p.ks, {"s_q"}, kI32);
   c.tensor("ke", p.ke, {"s_q"}, kI32);
+}
+
+void validate(const IndexerLogitsParams& p, ArgCheck& c) {
+  validate_indexer_logits_inputs(p, c);
   c.tensor("logits", p.logits, {"s_q", "s_kv"}, kF32);
 }
 

@@ -1,0 +1,109 @@
+// CUDA fused indexer → top-k, prefill (IndexerTopKParams): OP-IDXLOGITS then OP-TOPK per chunk of
+// rows, without the [s_q, s_kv] logits tensor.
+//
+// For each chunk of chunk_rows rows (automatic: ~32 MiB of fp32 logits, L2-sized on an H200), the
+// existing backends run back to back on the caller's stream:
+//   run(IndexerLogitsParams) writes the chunk's logits into a scratch of the workspace (row stride
+//   s_kv rounded up to 4 floats), then run(TopKParams) selects from that scratch.
+// This is chunking, not register-level fusion: the scores still go through memory, an L2-sized
+// scratch that the next chunk reuses, so the chunk is mostly produced and consumed in L2. Memory
+// is O(chunk_rows · s_kv + s_q · k) instead of O(s_q · s_kv).
+//
+// Results are bitwise those of the unfused pair on the same inputs: the logits kernels compute
+// every element with the same instruction sequence whatever the row set (see indexer_logits.cu),
+// the chunk views keep the q/k alignment that picks the fast path, and top-k handles each row
+// from its own scores. clean_logits is off: top-k reads only [ks, ke) (clamped), so the −∞ fill
+// outside the ranges would be wasted traffic.
+//
+// No allocation, no synchronization, no host read of device memory: the chunk loop depends only
+// on shapes (CUDA-graph safe). workspace_size() = the logits scratch + the larger of the two
+// sub-ops' own workspaces (256-byte aligned pieces).
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "common/indexer_topk_plan.hpp"
+#include "common/op_list.hpp"
+
+namespace dsa::cuda_backend {
+
+namespace {
+
+constexpr size_t kAlign = 256;  // the dispatcher's workspace alignment, kept for each piece
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+struct Plan {
+  int64_t s_q, s_kv, chunk, ld;
+  size_t logits_bytes;  // the chunk's logits scratch, aligned
+  size_t sub_bytes;     // max of the sub-ops' workspaces
+};
+
+// The chunk's logits view over `scratch` (may be null when only sizes are wanted).
+TensorView chunk_logits(const Plan& pl, void* scratch, int64_t n) {
+  return make_view(scratch, DType::kF32, {n, pl.s_kv}, {pl.ld, 1});
+}
+
+Plan make_plan(const IndexerTopKParams& p) {
+  Plan pl{};
+  pl.s_q = p.q.shape[0];
+  pl.s_kv = p.k.shape[0];
+  pl.chunk = detail::indexer_topk_chunk_rows(p);
+  pl.ld = detail::indexer_topk_ld(pl.s_kv);
+  pl.logits_bytes = align_up(static_cast<size_t>(pl.chunk * pl.ld) * sizeof(float));
+  // The sub-ops' needs at a full chunk and at the tail chunk (sizes only; a non-null dummy
+  // pointer keeps the views "present").
+  pl.sub_bytes = 0;
+  const int64_t tail = pl.s_q % pl.chunk;
+  for (int64_t n : {pl.chunk, tail}) {
+    if (n <= 0) continue;
+    const TensorView lv = chunk_logits(pl, reinterpret_cast<void*>(kAlign), n);
+    pl.sub_bytes = std::max(pl.sub_bytes, cuda_backend::workspace_size(detail::indexer_topk_logits_part(p, 0, n, lv, false)));
+    pl.sub_bytes = std::max(pl.sub_bytes, cuda_backend::workspace_size(detail::indexer_topk_select_part(p, 0, n, lv)));
+  }
+  pl.sub_bytes = align_up(pl.sub_bytes);
+  return pl;
+}
+
+}  // namespace
+
+Status supports(const IndexerTopKParams& p) {
+  // Each chunk must be something both backends run; their supports() depend on shapes and
+  // flags only, so the first chunk speaks for all.
+  const Plan pl = make_plan(p);
+  if (pl.s_q == 0) return Status();
+  const TensorView lv = chunk_logits(pl, reinterpret_cast<void*>(kAlign), pl.chunk);
+  const Status sl = cuda_backend::supports(detail::indexer_topk_logits_part(p, 0, pl.chunk, lv, false));
+  if (!sl.ok()) return Status(sl.code(), "indexer_topk: " + sl.message());
+  const Status st = cuda_backend::supports(detail::indexer_topk_select_part(p, 0, pl.chunk, lv));
+  if (!st.ok()) return Status(st.code(), "indexer_topk: " + st.message());
+  return Status();
+}
+
+size_t workspace_size(const IndexerTopKParams& p) {
+  if (p.q.shape[0] == 0) return 0;
+  const Plan pl = make_plan(p);
+  return pl.logits_bytes + pl.sub_bytes;
+}
+
+Status run(const IndexerTopKParams& p, void* workspace, size_t workspace_bytes, Stream stream) {
+  const Plan pl = make_plan(p);
+  if (pl.s_q == 0) return Status();
+  if (workspace_bytes < pl.logits_bytes + pl.sub_bytes)  // the dispatcher checks; direct callers too
+    return Status(StatusCode::kWorkspaceTooSmall, "indexer_topk: workspace_bytes = " +
+                                                      std::to_string(workspace_bytes) + " < " +
+                                                      std::to_string(pl.logits_bytes + pl.sub_bytes));
+  char* base = static_cast<char*>(workspace);
+  void* sub_ws = pl.sub_bytes > 0 ? base + pl.logits_bytes : nullptr;
+  for (int64_t r0 = 0; r0 < pl.s_q; r0 += pl.chunk) {
+    const int64_t n = std::min(pl.chunk, pl.s_q - r0);
+    const TensorView lv = chunk_logits(pl, base, n);
+    const Status sl =
+        cuda_backend::run(detail::indexer_topk_logits_part(p, r0, n, lv, /*clean=*/false), sub_ws, pl.sub_bytes, stream);
+    if (!sl.ok()) return sl;
+    const Status st = cuda_backend::run(detail::indexer_topk_select_part(p, r0, n, lv), sub_ws, pl.sub_bytes, stream);
+    if (!st.ok()) return st;
+  }
+  return Status();
+}
+
+}  // namespace dsa::cuda_backend
