@@ -44,6 +44,9 @@ namespace {
 #define FIELDS_sparse_mla_decode(F) \
   F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base)
 #define FIELDS_dense_mla_fwd(F) F(q) F(kv) F(ks) F(ke) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
+#define FIELDS_indexer_topk(F)                                                                    \
+  F(q) F(k) F(k_scale) F(weights) F(ks) F(ke) F(indices) F(out_scores) F(k_eff) F(domain) F(sorted) \
+  F(chunk_rows)
 #define FIELDS_sparse_mla_bwd(F)                                                                  \
   F(q) F(kv) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(dout) F(dq) F(dkv) F(sm_scale) \
   F(lse_base)
@@ -133,6 +136,7 @@ TEST_C_OP(MlaCacheWriteParams, mla_cache_write)
 TEST_C_OP(SparseMlaFwdParams, sparse_mla_fwd)
 TEST_C_OP(SparseMlaDecodeParams, sparse_mla_decode)
 TEST_C_OP(DenseMlaFwdParams, dense_mla_fwd)
+TEST_C_OP(IndexerTopKParams, indexer_topk)
 TEST_C_OP(SparseMlaBwdParams, sparse_mla_bwd)
 TEST_C_OP(IndexerBwdParams, indexer_bwd)
 TEST_C_OP(IndexerLossDenseParams, indexer_loss_dense)
@@ -263,6 +267,22 @@ template <> void build(Problem& b, IndexerLogitsParams& p) {
   p.logits = b.out(DType::kF32, {s_q, s_kv});
 }
 template <> std::pair<TensorView IndexerLogitsParams::*, const char*> bad_field() { return {&IndexerLogitsParams::weights, "weights"}; }
+
+template <> void build(Problem& b, IndexerTopKParams& p) {
+  const int64_t s_q = 5, s_kv = 13, h = 4;
+  p.q = b.in(DType::kE4M3, {s_q, h, 32});
+  p.k = b.in(DType::kE4M3, {s_kv, 32});
+  p.k_scale = b.in(DType::kF32, {s_kv});
+  p.weights = b.in(DType::kF32, {s_q, h});
+  p.ks = b.ints({s_q}, {0, 2, 5, 0, 7});
+  p.ke = b.ints({s_q}, {4, 13, 6, 0, 13});
+  p.indices = b.out(DType::kI32, {s_q, 3});
+  p.out_scores = b.out(DType::kF32, {s_q, 3});
+  p.k_eff = b.out(DType::kI32, {s_q});
+  p.domain = IndexDomain::kRelative;
+  p.chunk_rows = 2;
+}
+template <> std::pair<TensorView IndexerTopKParams::*, const char*> bad_field() { return {&IndexerTopKParams::indices, "indices"}; }
 
 template <> void build(Problem& b, IndexerPagedLogitsParams& p) {
   const int64_t batch = 2, h = 4, d = 128, pb = 16, blocks = 4;
@@ -455,7 +475,8 @@ typename Op<P>::C to_c(const P& p) {
   RopeTableParams, RopeParams, HadamardParams, QuantizeParams, DequantizeParams,               \
       IndexerPrepParams, IndexerLogitsParams, IndexerPagedLogitsParams, TopKParams,            \
       MlaCacheWriteParams, SparseMlaFwdParams, SparseMlaDecodeParams, DenseMlaFwdParams,       \
-      SparseMlaBwdParams, IndexerBwdParams, IndexerLossDenseParams, IndexerLossSparseParams
+      SparseMlaBwdParams, IndexerBwdParams, IndexerLossDenseParams, IndexerLossSparseParams,   \
+      IndexerTopKParams
 
 TEMPLATE_TEST_CASE("C ABI: params_init gives the header and the C++ defaults", "[c_api]", ALL_PARAMS) {
   using O = Op<TestType>;
