@@ -5,8 +5,8 @@
 // Counters: ms, TFLOPS (2·H·d FLOP per scored pair, SPEC §10.2), and dev_MiB = device memory the
 // path needs beyond its inputs (fused: workspace + indices; unfused: logits tensor + topk's
 // workspace + indices). The fused entries also run a few fixed chunk sizes (chunk arg; 0 = the
-// automatic ~32 MiB chunk) to show the L2-residency vs top-k parallelism trade-off (top-k runs one
-// block per row, so a chunk of 64 rows fills fewer than half of an H200's 132 SMs).
+// automatic ~32 MiB chunk) to show the L2-residency vs parallelism trade-off (with a top-k kernel
+// of one block per row, a chunk of 64 rows fills fewer than half of an H200's 132 SMs).
 #if defined(DSA_WITH_CUDA)
 
 #include <benchmark/benchmark.h>

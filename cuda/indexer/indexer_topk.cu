@@ -67,10 +67,17 @@ Plan make_plan(const IndexerTopKParams& p) {
 }  // namespace
 
 Status supports(const IndexerTopKParams& p) {
+  const int64_t s_q = p.q.shape[0], s_kv = p.k.shape[0];
+  if (s_q == 0) return Status();
+  // A chunk's scratch must be addressable (only an explicit, huge chunk_rows can exceed this).
+  const int64_t chunk = detail::indexer_topk_chunk_rows(p), ld = detail::indexer_topk_ld(s_kv);
+  if (chunk > (INT64_MAX / 8) / ld)
+    return Status(StatusCode::kUnsupportedShape, "indexer_topk: chunk_rows = " + std::to_string(chunk) +
+                                                     " rows of s_kv = " + std::to_string(s_kv) +
+                                                     " fp32 logits exceed the addressable workspace");
   // Each chunk must be something both backends run; their supports() depend on shapes and
   // flags only, so the first chunk speaks for all.
   const Plan pl = make_plan(p);
-  if (pl.s_q == 0) return Status();
   const TensorView lv = chunk_logits(pl, reinterpret_cast<void*>(kAlign), pl.chunk);
   const Status sl = cuda_backend::supports(detail::indexer_topk_logits_part(p, 0, pl.chunk, lv, false));
   if (!sl.ok()) return Status(sl.code(), "indexer_topk: " + sl.message());
@@ -80,7 +87,7 @@ Status supports(const IndexerTopKParams& p) {
 }
 
 size_t workspace_size(const IndexerTopKParams& p) {
-  if (p.q.shape[0] == 0) return 0;
+  if (p.q.shape[0] == 0 || !cuda_backend::supports(p).ok()) return 0;
   const Plan pl = make_plan(p);
   return pl.logits_bytes + pl.sub_bytes;
 }
