@@ -1,6 +1,8 @@
 // bench/bench_cuda.hpp — the scaffolding every CUDA benchmark shares: checked CUDA calls, an owning
 // device buffer, replicated random fills, and the CUDA-event timing loop (UseManualTime) that
-// reports ms, TFLOPS and GB/s. Included only from bench_*_cuda.cpp inside `#if DSA_WITH_CUDA`.
+// reports ms, TFLOPS and GB/s, optionally with the L2 flushed before every timed call (cold-cache
+// numbers; back-to-back calls otherwise). Included only from bench_*_cuda.cpp inside
+// `#if DSA_WITH_CUDA`.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -52,11 +54,27 @@ void upload(void* dst, const std::vector<T>& v) {
   check(cudaMemcpy(dst, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
 }
 
+// Evicts the L2 (50 MB on an H200) by writing a 256 MiB scratch buffer with cudaMemsetAsync on the
+// legacy default stream, the stream the timing events use. The buffer is allocated on first use
+// and kept for the process.
+inline void flush_l2() {
+  static constexpr size_t kBytes = size_t{256} << 20;
+  static void* scratch = [] {
+    void* p = nullptr;
+    check(cudaMalloc(&p, kBytes), "cudaMalloc (L2 flush scratch)");
+    return p;
+  }();
+  check(cudaMemsetAsync(scratch, 0, kBytes, nullptr), "L2 flush");
+}
+
+enum class L2 { kWarm, kFlush };
+
 // Times `fn` (returning dsa::Status) per iteration between two CUDA events after one warm-up call;
 // an unsupported config or failing call skips the benchmark with its message. `flops` and `bytes`
-// are per call.
+// are per call. L2::kFlush flushes the L2 before each timed call, outside the events (the flush is
+// ordered before the start event on the same stream, so it is not timed).
 template <typename Fn>
-void time_loop(benchmark::State& st, Fn fn, double flops, double bytes) {
+void time_loop(benchmark::State& st, Fn fn, double flops, double bytes, L2 l2 = L2::kWarm) {
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
@@ -69,6 +87,7 @@ void time_loop(benchmark::State& st, Fn fn, double flops, double bytes) {
   double total = 0;
   int64_t iters = 0;
   for (auto _ : st) {
+    if (l2 == L2::kFlush) flush_l2();
     check(cudaEventRecord(a), "record");
     const dsa::Status s = fn();
     check(cudaEventRecord(b), "record");

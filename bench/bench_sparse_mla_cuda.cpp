@@ -1,8 +1,12 @@
 // CUDA OP-SMLA-FWD / OP-SMLA-DEC benchmarks (SPEC §10.2: FLOPs = 2·(query tokens)·h_q·topk·(576 + 512),
 // every slot counted), timed with CUDA events (UseManualTime): prefill s_q 4096, topk 2048, s_kv 32K,
-// h_q {128, 64}; decode b 128, s_q {2, 1}, h_q 128, topk 2048 from the 656-byte FP8 cache (and the
-// bf16 cache), each request owning 32K slots. Inputs: a random block replicated on the device;
-// indices uniformly random inside each row's key range (all valid). Built only in CUDA builds.
+// h_q {128, 64}; decode b {2, 64, 128}, s_q {2, 1}, h_q 128, topk 2048 from the 656-byte FP8 cache
+// (and the bf16 cache), each request owning 32K slots. Small batches take the split-KV path (its
+// workspace is allocated once, outside the timed loop). Inputs: a random block replicated on the
+// device; indices uniformly random inside each row's key range (all valid). BM_*_l2flush: the same
+// shapes with the L2 flushed before every timed call (bench_cuda.hpp flush_l2); BM_prefill and
+// BM_decode time back-to-back calls (inputs may stay in L2 between calls: b 2 gathers ~5 MB). Built
+// only in CUDA builds.
 //
 // Measured on one H200 (2026-11-28, commit 6bbd53c, CUDA events, 10/20 iterations):
 //   prefill h 128: 19.7 ms, 118.6 TFLOP/s · h 64: 10.1 ms, 115.9 · h 16: 6.05 ms, 48.3
@@ -29,6 +33,7 @@
 using namespace dsa;
 using bench::Dev;
 using bench::fill_replicated;
+using bench::L2;
 using bench::time_loop;
 using bench::upload;
 
@@ -73,7 +78,7 @@ std::vector<int32_t> random_indices(int64_t rows, int64_t topk, int64_t range, i
 }
 
 // args: s_q, h_q, topk, s_kv
-void BM_prefill(benchmark::State& st) {
+void prefill_body(benchmark::State& st, L2 l2) {
   const int64_t s_q = st.range(0), h = st.range(1), topk = st.range(2), s_kv = st.range(3);
   Dev q(s_q * h * 576 * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4), out(s_q * h * 512 * 2), lse(s_q * h * 4),
       ml(s_q * h * 4);
@@ -90,11 +95,11 @@ void BM_prefill(benchmark::State& st) {
   p.sm_scale = kSoftmaxScaleV32;
   const double flops = bench::sparse_mla_fwd_flops(s_q, h, topk);
   const double bytes = bench::sparse_mla_fwd_bytes(static_cast<double>(s_q) * topk, s_q, h);
-  time_loop(st, [&] { return run(p); }, flops, bytes);
+  time_loop(st, [&] { return run(p); }, flops, bytes, l2);
 }
 
 // args: b, s_q, h_q, topk, fp8 (1: 656-byte cache, 0: bf16 cache); each request owns 32K slots.
-void BM_decode(benchmark::State& st) {
+void decode_body(benchmark::State& st, L2 l2) {
   const int64_t b = st.range(0), s_q = st.range(1), h = st.range(2), topk = st.range(3);
   const bool fp8 = st.range(4) != 0;
   const int64_t ctx = 32768, P = 64, nb = b * ctx / P;
@@ -114,11 +119,21 @@ void BM_decode(benchmark::State& st) {
   p.out = make_view(out.p, DType::kBF16, {b, s_q, h, 512});
   p.lse = make_view(lse.p, DType::kF32, {b, s_q, h});
   p.sm_scale = std::pow(576.0f, -0.55f);
+  const size_t ws_bytes = workspace_size(p);  // > 0: split-KV partials
+  Dev ws(ws_bytes);
+  st.counters["split_ws_MB"] = static_cast<double>(ws_bytes) / 1e6;
   const double flops = bench::sparse_mla_fwd_flops(static_cast<double>(b) * s_q, h, topk);
-  // Unique tokens ≈ every gathered row (random draws from 32K: few repeats); bytes per §10.2.
-  const double bytes = bench::sparse_mla_decode_bytes(b, s_q, h, static_cast<double>(b) * s_q * topk);
-  time_loop(st, [&] { return run(p); }, flops, bytes);
+  // Unique tokens ≈ every gathered row (random draws from 32K: few repeats); bytes per §10.2
+  // (q + selected cache rows + out), with 1152-byte rows for the bf16 cache.
+  const double rows = static_cast<double>(b) * s_q * topk;
+  const double bytes = bench::sparse_mla_decode_bytes(b, s_q, h, rows) + (fp8 ? 0.0 : rows * (1152 - 656));
+  time_loop(st, [&] { return run(p, ws.p, ws_bytes); }, flops, bytes, l2);
 }
+
+void BM_prefill(benchmark::State& st) { prefill_body(st, L2::kWarm); }
+void BM_prefill_l2flush(benchmark::State& st) { prefill_body(st, L2::kFlush); }
+void BM_decode(benchmark::State& st) { decode_body(st, L2::kWarm); }
+void BM_decode_l2flush(benchmark::State& st) { decode_body(st, L2::kFlush); }
 
 }  // namespace
 
@@ -130,11 +145,29 @@ BENCHMARK(BM_prefill)
     ->UseManualTime()
     ->Iterations(10)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_prefill_l2flush)
+    ->ArgNames({"s_q", "h_q", "topk", "s_kv"})
+    ->Args({4096, 128, 2048, 32768})
+    ->UseManualTime()
+    ->Iterations(10)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode)
     ->ArgNames({"b", "s_q", "h_q", "topk", "fp8"})
     ->Args({128, 2, 128, 2048, 1})
     ->Args({128, 1, 128, 2048, 1})
     ->Args({128, 2, 128, 2048, 0})
+    ->Args({64, 2, 128, 2048, 1})
+    ->Args({2, 2, 128, 2048, 1})
+    ->Args({2, 2, 128, 2048, 0})
+    ->UseManualTime()
+    ->Iterations(20)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_l2flush)
+    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8"})
+    ->Args({128, 2, 128, 2048, 1})
+    ->Args({64, 2, 128, 2048, 1})
+    ->Args({2, 2, 128, 2048, 1})
+    ->Args({2, 2, 128, 2048, 0})
     ->UseManualTime()
     ->Iterations(20)
     ->Unit(benchmark::kMillisecond);

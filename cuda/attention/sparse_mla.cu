@@ -16,6 +16,14 @@
 //
 // Decode is the same kernel over b·s_q query tokens with a paged loader. Bad values (topk_length
 // out of range) are clamped to [0, topk] — the CPU reference rejects them.
+//
+// Split-KV (decode only): when the b·s_q·groups blocks would leave SMs idle, each query row's topk
+// slots are cut into n_split contiguous ranges of split_chunks·kBK slots and one block runs each
+// (token, group, split). A split stores its un-normalized fp32 O (512 columns) and its base-2
+// running max m and sum l into the caller's workspace; combine_kernel then merges the splits of a
+// row in fixed order 0, 1, … (M = max m_s, w_s = 2^(m_s − M), L = Σ w_s·l_s, out = Σ w_s·O_s / L)
+// and applies the same epilogue as the unsplit kernel (empty row, sink, lse base, out dtype).
+// n_split depends only on the shape and the SM count (split_plan), so reruns are bitwise equal.
 #include <cuda_bf16.h>
 
 #include <climits>
@@ -65,6 +73,9 @@ struct AttnArgs {
   // KV row address of slot: kv + (slot / P)·page_bytes + (slot % P)·row_bytes; P == 1: slot·page_bytes
   int64_t P, page_bytes, row_bytes, num_rows;
   int topk, h_q, groups;
+  int n_split, split_chunks;  // n_split > 1: block = (tok·groups + group)·n_split + split
+  float* part_o;              // split partials: [tok·h_q + h][n_split][512] un-normalized O
+  float* part_ml;             // [tok·h_q + h][n_split][2]: running max (base 2, scaled), sum
   float scale_log2;
   bool out_f32, lse_base2, q_vec, kv_vec, out_vec;
 };
@@ -151,7 +162,8 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rg = warp / COLW, cg = warp % COLW;
-  const int64_t block = blockIdx.x;
+  const int64_t block = static_cast<int64_t>(blockIdx.x) / a.n_split;
+  const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(a.n_split));
   const int64_t tok = block / a.groups;
   const int group = static_cast<int>(block % a.groups);
   const int64_t bi = tok / a.s_inner, si = tok % a.s_inner;
@@ -170,6 +182,13 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
     n_t = v < 0 ? 0 : (v > a.topk ? a.topk : v);
   }
   const int nchunks = (n_t + kBK - 1) / kBK;
+  // This block's chunk range [c_begin, c_end): all chunks, or one split's (may be empty).
+  int c_begin = 0, c_end = nchunks;
+  if (a.n_split > 1) {
+    const int64_t lo = static_cast<int64_t>(split) * a.split_chunks;
+    c_begin = lo < nchunks ? static_cast<int>(lo) : nchunks;
+    c_end = nchunks - c_begin < a.split_chunks ? nchunks : c_begin + a.split_chunks;
+  }
   const int32_t* idx_row = a.ks ? nullptr : a.indices + bi * a.i_sb + si * a.i_ss;
 
   // ---- Q tile (rows ≥ h_q are zero) ----
@@ -257,15 +276,15 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
   float m_run[2] = {kMaxInit, kMaxInit};
   float l_part[2] = {0.0f, 0.0f};
 
-  if (nchunks > 0) issue(0, 0);
+  if (c_begin < c_end) issue(c_begin, 0);
   else cp_async_commit();
 
   const int qrow = rg * 16;
-  for (int ch = 0; ch < nchunks; ++ch) {
-    const int buf = ch & 1;
+  for (int ch = c_begin; ch < c_end; ++ch) {
+    const int buf = (ch - c_begin) & 1;
     cp_async_wait_all();
     __syncthreads();  // chunk ch landed (and Q); every warp is done with chunk ch − 1
-    if (ch + 1 < nchunks) issue(ch + 1, buf ^ 1);
+    if (ch + 1 < c_end) issue(ch + 1, buf ^ 1);
     const uint8_t* tile;
     if constexpr (KV == Kv::kFp8) {
       const uint8_t* stage = sstage + buf * C::kStageBytes;
@@ -419,8 +438,25 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
     l[0] = l_part[0];
     l[1] = l_part[1];
   }
-  const int64_t ob = bi * a.o_sb + si * a.o_ss;
   const int col0 = cg * (C::kNtO * 8) + (lane & 3) * 2;
+  if (a.n_split > 1) {  // split partial: raw O, m, l; combine_kernel finishes the row
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int h = head0 + (r ? r1 : r0);
+      if (h >= a.h_q) continue;
+      const int64_t prow = (tok * a.h_q + h) * a.n_split + split;
+      float* po = a.part_o + prow * kDV + col0;
+#pragma unroll
+      for (int j = 0; j < C::kNtO; ++j)
+        *reinterpret_cast<float2*>(po + j * 8) = make_float2(o[j][2 * r], o[j][2 * r + 1]);
+      if (cg == 0 && (lane & 3) == 0) {
+        a.part_ml[prow * 2] = m_run[r];
+        a.part_ml[prow * 2 + 1] = l[r];
+      }
+    }
+    return;
+  }
+  const int64_t ob = bi * a.o_sb + si * a.o_ss;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int h = head0 + (r ? r1 : r0);
@@ -467,6 +503,72 @@ __global__ void __launch_bounds__(Cfg<ROWW, COLW, KV>::kThreads, 1)
   }
 }
 
+// Merges the n_split partials of one (token, head) row per block; thread t owns columns 4t..4t+3.
+// Fixed split order and the unsplit kernel's epilogue (empty row, sink, lse base, max_logits).
+constexpr int kCombineThreads = kDV / 4;
+
+__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const __grid_constant__ AttnArgs a) {
+  const int64_t row = blockIdx.x;  // tok·h_q + h
+  const int64_t tok = row / a.h_q;
+  const int h = static_cast<int>(row % a.h_q);
+  const int64_t bi = tok / a.s_inner, si = tok % a.s_inner;
+  const int ns = a.n_split;
+  const float* ml = a.part_ml + row * ns * 2;
+  float M = kMaxInit;
+  for (int s = 0; s < ns; ++s) M = fmaxf(M, ml[2 * s]);
+  float L = 0.0f;
+  for (int s = 0; s < ns; ++s) L += exp2f(ml[2 * s] - M) * ml[2 * s + 1];
+  const int col = threadIdx.x * 4;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const float* po = a.part_o + row * ns * kDV + col;
+  for (int s = 0; s < ns; ++s) {
+    const float w = exp2f(ml[2 * s] - M);
+    const float4 v = *reinterpret_cast<const float4*>(po + static_cast<int64_t>(s) * kDV);
+    acc[0] += w * v.x;
+    acc[1] += w * v.y;
+    acc[2] += w * v.z;
+    acc[3] += w * v.w;
+  }
+  const bool empty = !(L > 0.0f);
+  float lse2 = INFINITY, mlog = -INFINITY, mul = 0.0f;
+  if (!empty) {
+    lse2 = M + log2f(L);
+    mlog = M * kLn2;
+    mul = 1.0f / L;
+    if (a.sink) {
+      const float denom = 1.0f + expf(a.sink[h * a.sink_s] - lse2 * kLn2);
+      mul = mul / denom;
+    }
+  }
+  float v[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] = empty ? 0.0f : acc[e] * mul;
+  const int64_t off = bi * a.o_sb + si * a.o_ss + h * a.o_sh + col;
+  if (a.out_f32) {
+    float* dst = static_cast<float*>(a.out) + off;
+    if (a.out_vec) {
+      *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
+      *reinterpret_cast<float2*>(dst + 2) = make_float2(v[2], v[3]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[e] = v[e];
+    }
+  } else {
+    __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(a.out) + off;
+    if (a.out_vec) {
+      *reinterpret_cast<uint32_t*>(dst) = pack_bf16(v[0], v[1]);
+      *reinterpret_cast<uint32_t*>(dst + 2) = pack_bf16(v[2], v[3]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[e] = __float2bfloat16_rn(v[e]);
+    }
+  }
+  if (threadIdx.x == 0) {
+    a.lse[bi * a.l_sb + si * a.l_ss + h * a.l_sh] = empty ? INFINITY : (a.lse_base2 ? lse2 : lse2 * kLn2);
+    if (a.max_logits) a.max_logits[bi * a.m_sb + h * a.m_sh] = mlog;
+  }
+}
+
 template <int ROWW, int COLW, Kv KV>
 Status launch(const char* op, const AttnArgs& a, Stream stream) {
   using C = Cfg<ROWW, COLW, KV>;
@@ -476,17 +578,22 @@ Status launch(const char* op, const AttnArgs& a, Stream stream) {
     cudaGetLastError();
     return Status(StatusCode::kCudaError, std::string(op) + ": cudaFuncSetAttribute failed: " + cudaGetErrorString(e));
   }
-  const int64_t blocks = a.tokens * a.groups;
+  const int64_t blocks = a.tokens * a.groups * a.n_split;
   kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, static_cast<cudaStream_t>(stream)>>>(a);
-  return cuda::launch_status(op, "sparse_mla_kernel");
+  Status s = cuda::launch_status(op, "sparse_mla_kernel");
+  if (!s.ok() || a.n_split <= 1) return s;
+  combine_kernel<<<static_cast<unsigned>(a.tokens * a.h_q), kCombineThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return cuda::launch_status(op, "combine_kernel");
 }
 
 // HG = 64 when it is at least half used, else 16.
 bool wide_groups(int h_q) { return h_q > 32; }
 
+// `a.n_split`, `split_chunks` and the partial pointers are set by the caller (1 / null: no split).
 Status dispatch(const char* op, AttnArgs a, bool fp8, Stream stream) {
   const int hg = wide_groups(a.h_q) ? 64 : 16;
   a.groups = (a.h_q + hg - 1) / hg;
+  if (a.n_split < 1) a.n_split = 1;
   if (a.tokens == 0 || a.h_q == 0) return Status();
   if (hg == 64)
     return fp8 ? launch<4, 2, Kv::kFp8>(op, a, stream) : launch<4, 2, Kv::kBf16>(op, a, stream);
@@ -541,6 +648,7 @@ Status supports_prefill(const char* op, const P& p) {
 template <typename P>
 AttnArgs prefill_args(const P& p) {
   AttnArgs a{};
+  a.n_split = 1;
   a.q = static_cast<const uint8_t*>(p.q.data);
   a.kv = static_cast<const uint8_t*>(p.kv.data);
   a.out = p.out.data;
@@ -618,12 +726,70 @@ Status supports(const SparseMlaDecodeParams& p) {
     return Status(StatusCode::kUnsupportedShape, std::string(op) + ": b·s_q overflows");
   return check_grid(op, p.q.shape[0] * p.q.shape[1], static_cast<int>(p.q.shape[2]));
 }
-size_t workspace_size(const SparseMlaDecodeParams&) { return 0; }
+namespace {
 
-Status run(const SparseMlaDecodeParams& p, void*, size_t, Stream stream) {
+constexpr int kMinSplitChunks = 4;  // ≥ 128 keys per split: amortizes the Q tile load and the partial
+
+// The split-KV decision for decode (a function of the shape and the SM count only, so reruns give
+// the same bits). base = b·s_q·groups blocks; with one resident block per SM (HG = 64), a grid below
+// one wave leaves SMs idle. Rule: split only when base ≤ sm_count / 2; then n_split = the most
+// splits that still fit in one wave (⌊sm_count / base⌋), at most ⌈chunks / 4⌉ so that every split
+// has ≥ 4 key chunks; the chunks are dealt out evenly (split_chunks = ⌈chunks / n_split⌉) and
+// n_split is recomputed so that no split is entirely past topk. Rows with a shorter topk_length
+// just leave their last splits empty. Larger batches keep the unsplit kernel.
+struct SplitPlan {
+  int n_split = 1, split_chunks = 0;
+  size_t o_bytes = 0, ml_bytes = 0;  // each rounded up to 256 bytes
+  size_t bytes() const { return o_bytes + ml_bytes; }
+};
+
+size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
+SplitPlan split_plan(const SparseMlaDecodeParams& p, int sm_count) {
+  SplitPlan plan;
+  if (p.q.rank != 4 || p.indices.rank != 3) return plan;
+  const int64_t tokens = p.q.shape[0] * p.q.shape[1], h_q = p.q.shape[2], topk = p.indices.shape[2];
+  if (tokens <= 0 || h_q <= 0 || h_q > INT_MAX || topk <= 0 || topk > INT_MAX || sm_count <= 0) return plan;
+  const int hg = wide_groups(static_cast<int>(h_q)) ? 64 : 16;
+  const int64_t base = tokens * ((h_q + hg - 1) / hg);
+  if (base > sm_count / 2) return plan;
+  const int64_t chunks = (topk + kBK - 1) / kBK;
+  int64_t n = sm_count / base;
+  const int64_t n_max = (chunks + kMinSplitChunks - 1) / kMinSplitChunks;
+  if (n > n_max) n = n_max;
+  if (n < 2) return plan;
+  const int64_t per = (chunks + n - 1) / n;
+  n = (chunks + per - 1) / per;
+  if (n < 2) return plan;
+  plan.n_split = static_cast<int>(n);
+  plan.split_chunks = static_cast<int>(per);
+  const size_t rows = static_cast<size_t>(tokens * h_q) * static_cast<size_t>(n);
+  plan.o_bytes = round256(rows * kDV * sizeof(float));
+  plan.ml_bytes = round256(rows * 2 * sizeof(float));
+  return plan;
+}
+
+}  // namespace
+
+size_t workspace_size(const SparseMlaDecodeParams& p) {
+  if (!cuda_backend::supports(p).ok()) return 0;
+  cuda::DeviceInfo info;
+  if (!cuda::device_info("sparse_mla_decode", &info).ok()) return 0;  // run() reports the error
+  return split_plan(p, info.sm_count).bytes();
+}
+
+Status run(const SparseMlaDecodeParams& p, void* workspace, size_t workspace_bytes, Stream stream) {
   constexpr const char* op = "sparse_mla_decode";
   Status s = cuda_backend::supports(p);
   if (!s.ok()) return s;
+  cuda::DeviceInfo info;
+  const Status si = cuda::device_info(op, &info);
+  if (!si.ok()) return si;
+  const SplitPlan plan = split_plan(p, info.sm_count);
+  if (workspace_bytes < plan.bytes() || (plan.bytes() > 0 && workspace == nullptr))
+    return Status(StatusCode::kWorkspaceTooSmall, std::string(op) + ": workspace_bytes = " +
+                                                      std::to_string(workspace_bytes) + " is smaller than workspace_size() = " +
+                                                      std::to_string(plan.bytes()));
   const bool fp8 = p.cache.dtype == DType::kU8;
   const int64_t esz = fp8 ? 1 : 2;
   AttnArgs a{};
@@ -657,6 +823,12 @@ Status run(const SparseMlaDecodeParams& p, void*, size_t, Stream stream) {
             (p.q.stride[2] * 2) % 16 == 0;
   a.kv_vec = aligned16(p.cache.data) && a.page_bytes % 16 == 0 && a.row_bytes % 16 == 0;
   a.out_vec = out_pairs(p.out);
+  a.n_split = plan.n_split;
+  a.split_chunks = plan.split_chunks;
+  if (plan.n_split > 1) {
+    a.part_o = static_cast<float*>(workspace);
+    a.part_ml = reinterpret_cast<float*>(static_cast<uint8_t*>(workspace) + plan.o_bytes);
+  }
   return dispatch(op, a, fp8, stream);
 }
 

@@ -7,7 +7,10 @@
 // out 0, lse +∞, max_logits −∞). Outputs start poisoned (0xFF); every element must be written.
 // Decode: FP8 and bf16 paged caches with NaN in every unreferenced slot, lse in [b, s_q, h_q] and
 // FlashMLA's [b, h_q, s_q] storage. Reruns are bitwise identical, and a token's results do not
-// depend on the other tokens of the call. The FlashMLA goldens (testdata) are checked too.
+// depend on the other tokens of the call (prefill). Decode covers both the split-KV path (small
+// batches: workspace_size() > 0, partials merged by a second kernel) and the unsplit path (a grid
+// of at least half a wave: workspace_size() == 0), and a too-small workspace is rejected. The
+// FlashMLA goldens (testdata) are checked too.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -349,12 +352,21 @@ struct DecCase {
   int64_t b = 2, s_q = 1, h = 128, topk = 64, P = 64, num_blocks = 8;
   bool fp8 = true, topk_len = false, flashmla_lse = false, sink = false, f32_out = false;
   double invalid = 0.1;
+  int expect_split = -1;  // 1: workspace_size() > 0 (split-KV path), 0: == 0 (unsplit), −1: either
+  int reruns = 1;         // extra runs that must reproduce the first bitwise
 };
+
+int device_sm_count() {
+  int dev = 0, sms = 0;
+  GPU_REQUIRE(cudaGetDevice(&dev));
+  GPU_REQUIRE(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
 
 void run_dec_case(const DecCase& c, uint64_t salt) {
   test::Rng rng(salt);
   const int64_t b = c.b, s_q = c.s_q, h = c.h, topk = c.topk, P = c.P, nb = c.num_blocks, slots = nb * P;
-  CAPTURE(b, s_q, h, topk, P, nb, c.fp8, c.topk_len, c.flashmla_lse, c.sink, c.f32_out);
+  CAPTURE(b, s_q, h, topk, P, nb, c.fp8, c.topk_len, c.flashmla_lse, c.sink, c.f32_out, c.expect_split);
   const int64_t row_bytes = c.fp8 ? 656 : 576 * 2;
   Mirror q(b * s_q * h * 576 * 2), cache(slots * row_bytes), ind(b * s_q * topk * 4), len(b * 4), sink(h * 4);
   {  // q: randn clamped to ±1 (SPEC §9.5 decode recipe)
@@ -410,9 +422,15 @@ void run_dec_case(const DecCase& c, uint64_t salt) {
     p.sm_scale = std::pow(576.0f, -0.55f);
     return p;
   };
+  const size_t ws_bytes = workspace_size(make(true, out, lse, ot));
+  CAPTURE(ws_bytes);
+  if (c.expect_split == 1) REQUIRE(ws_bytes > 0);
+  if (c.expect_split == 0) REQUIRE(ws_bytes == 0);
+  Mirror ws(ws_bytes);
   auto gpu_run = [&]() {
     out.poison(0xFF), lse.poison(0xFF);
-    require_ok(run(make(true, out, lse, ot)), "cuda");
+    ws.poison(0xFF);  // partials must be fully rewritten by every run
+    require_ok(run(make(true, out, lse, ot), ws.dev(), ws_bytes), "cuda");
     test::sync_ok();
     return std::make_pair(out.download(), lse.download());
   };
@@ -429,9 +447,11 @@ void run_dec_case(const DecCase& c, uint64_t salt) {
   int64_t nan = 0;
   for (double v : ao) nan += std::isnan(v) ? 1 : 0;
   CHECK(nan == 0);
-  const auto again = gpu_run();
-  CHECK(again.first == a.first);
-  CHECK(again.second == a.second);
+  for (int k = 0; k < c.reruns; ++k) {
+    const auto again = gpu_run();
+    CHECK(again.first == a.first);
+    CHECK(again.second == a.second);
+  }
 }
 
 }  // namespace
@@ -463,6 +483,81 @@ TEST_CASE("gpu sparse_mla_decode matches the CPU reference (FP8 and bf16 caches,
   }
 }
 
+TEST_CASE("gpu sparse_mla_decode split-KV (small batches) matches the CPU reference", "[gpu][sparse_mla]") {
+  uint64_t salt = 0x5B17;
+  struct S {
+    bool fp8;
+    int64_t b, s_q, h, topk;
+    bool topk_len, sink, f32_out, flashmla_lse;
+  };
+  const S shapes[] = {
+      {true, 1, 1, 128, 2048, true, false, false, false},  {true, 2, 2, 64, 2048, false, false, false, true},
+      {false, 2, 4, 16, 2048, true, false, false, false},  {false, 1, 3, 128, 2048, false, false, false, false},
+      {true, 2, 1, 16, 2048, true, true, true, true},      {true, 1, 2, 100, 2000, true, true, false, false},
+      {false, 2, 2, 128, 1000, false, false, true, false},
+  };
+  for (const S& x : shapes) {
+    DecCase c;
+    c.fp8 = x.fp8, c.b = x.b, c.s_q = x.s_q, c.h = x.h, c.topk = x.topk, c.topk_len = x.topk_len, c.sink = x.sink;
+    c.f32_out = x.f32_out, c.flashmla_lse = x.flashmla_lse, c.P = 64, c.num_blocks = 80, c.expect_split = 1;
+    run_dec_case(c, ++salt);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode split-KV is bitwise reproducible", "[gpu][sparse_mla]") {
+  for (bool fp8 : {true, false}) {
+    DecCase c;
+    c.fp8 = fp8, c.b = 1, c.s_q = 2, c.h = 128, c.topk = 2048, c.P = 64, c.num_blocks = 64, c.topk_len = true;
+    c.expect_split = 1, c.reruns = 4;
+    run_dec_case(c, fp8 ? 0xD371 : 0xD372);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode unsplit path (grids of at least half a wave)", "[gpu][sparse_mla]") {
+  const int sms = device_sm_count();
+  {
+    DecCase c;  // h 16: one group per token; b·s_q > sm_count / 2 keeps the unsplit kernel
+    c.fp8 = true, c.s_q = 2, c.h = 16, c.b = sms / 4 + 1, c.topk = 256, c.P = 64, c.num_blocks = 40;
+    c.topk_len = true, c.expect_split = 0;
+    run_dec_case(c, 0x0A51);
+  }
+  {
+    DecCase c;  // h 128: two groups per token
+    c.fp8 = false, c.s_q = 1, c.h = 128, c.b = sms / 4 + 1, c.topk = 128, c.P = 64, c.num_blocks = 40;
+    c.expect_split = 0;
+    run_dec_case(c, 0x0A52);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode rejects a too-small workspace", "[gpu][sparse_mla]") {
+  const int64_t b = 1, s_q = 1, h = 128, topk = 2048, P = 64, nb = 64;
+  Mirror q(b * s_q * h * 576 * 2), cache(nb * P * 656), ind(b * s_q * topk * 4), out(b * s_q * h * 512 * 2),
+      lse(b * s_q * h * 4);
+  std::memset(q.host(), 0, q.bytes());
+  std::memset(cache.host(), 0, cache.bytes());
+  for (int64_t i = 0; i < topk; ++i) ind.host_as<int32_t>()[i] = static_cast<int32_t>(i);
+  q.upload(), cache.upload(), ind.upload();
+  SparseMlaDecodeParams p;
+  p.q = q.view(true, DType::kBF16, {b, s_q, h, 576});
+  p.cache = cache.view(true, DType::kU8, {nb, P, 656});
+  p.indices = ind.view(true, DType::kI32, {b, s_q, topk});
+  p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
+  p.lse = lse.view(true, DType::kF32, {b, s_q, h});
+  p.sm_scale = kSoftmaxScaleV32;
+  const size_t need = workspace_size(p);
+  REQUIRE(need > 0);
+  CHECK(need % 256 == 0);
+  Mirror ws(need);
+  for (size_t have : {size_t{0}, need - 1}) {
+    const Status s = run(p, have ? ws.dev() : nullptr, have);
+    INFO(s.message());
+    CHECK(s.code() == StatusCode::kWorkspaceTooSmall);
+    CHECK(s.message().find("workspace") != std::string::npos);
+  }
+  require_ok(run(p, ws.dev(), need), "exact workspace");
+  test::sync_ok();
+}
+
 TEST_CASE("gpu sparse_mla_decode matches the FlashMLA FP8 golden", "[gpu][sparse_mla][golden]") {
   auto g = test::load_golden("flashmla_sparse_decode_fp8");
   if (!g) return;
@@ -486,7 +581,9 @@ TEST_CASE("gpu sparse_mla_decode matches the FlashMLA FP8 golden", "[gpu][sparse
   // The golden lse is stored [b, h_q, s_q]: logical [b, s_q, h_q] with strides (h·s_q, 1, s_q).
   p.lse = lse.view(true, DType::kF32, {b, s_q, h}, {h * s_q, 1, s_q});
   p.sm_scale = static_cast<float>(g->param("sm_scale"));
-  require_ok(run(p), "cuda");
+  const size_t ws_bytes = workspace_size(p);
+  Mirror ws(ws_bytes);
+  require_ok(run(p, ws.dev(), ws_bytes), "cuda");
   test::sync_ok();
   const size_t n_row = static_cast<size_t>(b * s_q * h);
   expect_close(test::compare("decode golden out", bf16_bytes_to_double(out.download()),
@@ -583,15 +680,17 @@ TEST_CASE("gpu sparse_mla_decode: CUDA-graph capture gives the direct run's bits
   p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
   p.lse = lse.view(true, DType::kF32, {b, s_q, h});
   p.sm_scale = kSoftmaxScaleV32;
+  const size_t ws_bytes = workspace_size(p);  // b·s_q·groups = 6 blocks: the split-KV path
+  Mirror ws(ws_bytes);
   out.poison(0xFF), lse.poison(0xFF);
-  require_ok(run(p), "direct");
+  require_ok(run(p, ws.dev(), ws_bytes), "direct");
   test::sync_ok();
   const auto direct_out = out.download(), direct_lse = lse.download();
   out.poison(0xFF), lse.poison(0xFF);
   cudaStream_t stream = nullptr;
   GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  const Status s = run(p, nullptr, 0, stream);
+  const Status s = run(p, ws.dev(), ws_bytes, stream);
   cudaGraph_t graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(stream, &graph);
   require_ok(s, "captured run");
