@@ -350,7 +350,7 @@ namespace {
 
 struct DecCase {
   int64_t b = 2, s_q = 1, h = 128, topk = 64, P = 64, num_blocks = 8;
-  bool fp8 = true, topk_len = false, flashmla_lse = false, sink = false, f32_out = false;
+  bool fp8 = true, topk_len = false, flashmla_lse = false, sink = false, f32_out = false, base2 = false;
   double invalid = 0.1;
   int expect_split = -1;  // 1: workspace_size() > 0 (split-KV path), 0: == 0 (unsplit), −1: either
   int reruns = 1;         // extra runs that must reproduce the first bitwise
@@ -366,7 +366,7 @@ int device_sm_count() {
 void run_dec_case(const DecCase& c, uint64_t salt) {
   test::Rng rng(salt);
   const int64_t b = c.b, s_q = c.s_q, h = c.h, topk = c.topk, P = c.P, nb = c.num_blocks, slots = nb * P;
-  CAPTURE(b, s_q, h, topk, P, nb, c.fp8, c.topk_len, c.flashmla_lse, c.sink, c.f32_out, c.expect_split);
+  CAPTURE(b, s_q, h, topk, P, nb, c.fp8, c.topk_len, c.flashmla_lse, c.sink, c.f32_out, c.base2, c.expect_split);
   const int64_t row_bytes = c.fp8 ? 656 : 576 * 2;
   Mirror q(b * s_q * h * 576 * 2), cache(slots * row_bytes), ind(b * s_q * topk * 4), len(b * 4), sink(h * 4);
   {  // q: randn clamped to ±1 (SPEC §9.5 decode recipe)
@@ -420,6 +420,7 @@ void run_dec_case(const DecCase& c, uint64_t salt) {
     p.out = o.view(dev, out_type, {b, s_q, h, 512});
     p.lse = l.view(dev, DType::kF32, {b, s_q, h}, {ls0, ls1, ls2});
     p.sm_scale = std::pow(576.0f, -0.55f);
+    p.lse_base = c.base2 ? LseBase::kBase2 : LseBase::kNatural;
     return p;
   };
   const size_t ws_bytes = workspace_size(make(true, out, lse, ot));
@@ -488,18 +489,21 @@ TEST_CASE("gpu sparse_mla_decode split-KV (small batches) matches the CPU refere
   struct S {
     bool fp8;
     int64_t b, s_q, h, topk;
-    bool topk_len, sink, f32_out, flashmla_lse;
+    bool topk_len, sink, f32_out, flashmla_lse, base2;
   };
   const S shapes[] = {
-      {true, 1, 1, 128, 2048, true, false, false, false},  {true, 2, 2, 64, 2048, false, false, false, true},
-      {false, 2, 4, 16, 2048, true, false, false, false},  {false, 1, 3, 128, 2048, false, false, false, false},
-      {true, 2, 1, 16, 2048, true, true, true, true},      {true, 1, 2, 100, 2000, true, true, false, false},
-      {false, 2, 2, 128, 1000, false, false, true, false},
+      {true, 1, 1, 128, 2048, true, false, false, false, false},
+      {true, 2, 2, 64, 2048, false, false, false, true, false},
+      {false, 2, 4, 16, 2048, true, false, false, false, true},
+      {false, 1, 3, 128, 2048, false, false, false, false, false},
+      {true, 2, 1, 16, 2048, true, true, true, true, false},
+      {true, 1, 2, 100, 2000, true, true, false, false, true},
+      {false, 2, 2, 128, 1000, false, false, true, false, false},
   };
   for (const S& x : shapes) {
     DecCase c;
     c.fp8 = x.fp8, c.b = x.b, c.s_q = x.s_q, c.h = x.h, c.topk = x.topk, c.topk_len = x.topk_len, c.sink = x.sink;
-    c.f32_out = x.f32_out, c.flashmla_lse = x.flashmla_lse, c.P = 64, c.num_blocks = 80, c.expect_split = 1;
+    c.f32_out = x.f32_out, c.flashmla_lse = x.flashmla_lse, c.base2 = x.base2, c.P = 64, c.num_blocks = 80, c.expect_split = 1;
     run_dec_case(c, ++salt);
   }
 }
@@ -524,7 +528,7 @@ TEST_CASE("gpu sparse_mla_decode unsplit path (grids of at least half a wave)", 
   {
     DecCase c;  // h 128: two groups per token
     c.fp8 = false, c.s_q = 1, c.h = 128, c.b = sms / 4 + 1, c.topk = 128, c.P = 64, c.num_blocks = 40;
-    c.expect_split = 0;
+    c.sink = true, c.base2 = true, c.expect_split = 0;
     run_dec_case(c, 0x0A52);
   }
 }
