@@ -21,6 +21,8 @@
 //     k in the mma): thread t of a quad reads whole 16-byte pieces of each row, so fragments come
 //     from 16-byte loads; shared rows are padded (144 B FP8, 320 B bf16) so the reads are free of
 //     bank conflicts.
+// FP8 with contiguous heads on an sm_90a build and a cc 9.0 device: the wgmma kernel of
+// indexer_logits_wgmma.cu instead (DSA_INDEXER_WGMMA=0 keeps this one).
 // General path (any other h_idx, d_idx, f32 exact mode, unaligned views): one thread per output
 // element with scalar fp32 loops (correct, slow).
 //
@@ -33,6 +35,7 @@
 
 #include "common/cuda_common.cuh"
 #include "common/op_list.hpp"
+#include "indexer/indexer_logits_wgmma.cuh"
 
 namespace dsa::cuda_backend {
 
@@ -471,6 +474,30 @@ Status run(const IndexerLogitsParams& p, void*, size_t, Stream stream) {
   const bool fast = h == kHeads && d == kDim && (fp8 || (p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16)) &&
                     aligned16(p.q.data) && aligned16(p.k.data) && (p.q.stride[0] * qe) % 16 == 0 &&
                     (p.q.stride[1] * qe) % 16 == 0 && (p.k.stride[0] * ke) % 16 == 0;
+  // sm_90a wgmma kernel (indexer_logits_wgmma.cu): FP8 with a token's heads contiguous.
+  if (fast && fp8 && p.k.dtype == DType::kE4M3 && p.q.stride[1] == kDim && p.q.stride[2] == 1 &&
+      p.k.stride[1] == 1 && indexer_wgmma_usable()) {
+    WgmmaLogitsArgs a{};
+    a.q = static_cast<const uint8_t*>(p.q.data);
+    a.q_s0 = p.q.stride[0];
+    a.k = static_cast<const uint8_t*>(p.k.data);
+    a.k_s0 = p.k.stride[0];
+    a.k_scale = static_cast<const float*>(p.k_scale.data);
+    a.sc_s0 = p.k_scale.stride[0];
+    a.w = static_cast<const float*>(p.weights.data);
+    a.w_s0 = p.weights.stride[0];
+    a.w_s1 = p.weights.stride[1];
+    a.ks = static_cast<const int32_t*>(p.ks.data);
+    a.ke = static_cast<const int32_t*>(p.ke.data);
+    a.ks_s0 = p.ks.stride[0];
+    a.ke_s0 = p.ke.stride[0];
+    a.out = static_cast<float*>(p.logits.data);
+    a.out_s0 = p.logits.stride[0];
+    a.rows = s_q;
+    a.cols = s_kv;
+    a.clean = p.clean_logits;
+    return launch_indexer_logits_wgmma(a, stream);
+  }
   if (fast) {
     FastArgs a{};
     a.q = static_cast<const uint8_t*>(p.q.data);

@@ -29,6 +29,13 @@
 using namespace dsa;
 using dsa::test::Mirror;
 
+namespace dsa {
+// Test hooks of cuda/indexer/indexer_logits_wgmma.cu: −1 follows DSA_INDEXER_WGMMA, 0 forces the
+// mma.sync prefill kernel, 1 allows the sm_90a wgmma kernel; whether it is taken now.
+void indexer_logits_wgmma_for_testing(int mode);
+bool indexer_logits_wgmma_active();
+}  // namespace dsa
+
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -305,6 +312,108 @@ TEST_CASE("gpu indexer prefill: heavy exact zeros after ReLU", "[gpu][indexer]")
     c.zero_heads = zh;  // 64: every logit in range is exactly 0 on both sides
     fill_ranges_random(c, rng);
     check_prefill(c, rng);
+  }
+}
+
+namespace {
+
+// Sets the wgmma override for one scope; restores "follow the environment" on exit.
+struct WgmmaMode {
+  explicit WgmmaMode(int mode) { indexer_logits_wgmma_for_testing(mode); }
+  ~WgmmaMode() { indexer_logits_wgmma_for_testing(-1); }
+};
+
+// Layout self-check with exact arithmetic: token t has a single nonzero q entry, 1.0 at head
+// j_t = t % 64 and dim x_t; key s holds small integers k[s, x]; w = 0.5 everywhere, σ_k a power of
+// two. Then logits[t, s] = σ_s · 0.5 · ReLU(k[s, x_t]) exactly, whatever the summation order, so
+// a wrong operand layout (rows, heads, k dims or tokens swapped) shows up as a plain mismatch.
+void check_one_hot(int64_t s_q, int64_t s_kv) {
+  CAPTURE(s_q, s_kv, indexer_logits_wgmma_active());
+  const int64_t H = 64, D = 128;
+  Mirror q(s_q * H * D), k(s_kv * D), sc(s_kv * 4), w(s_q * H * 4), ks(s_q * 4), ke(s_q * 4), out(s_q * s_kv * 4);
+  std::memset(q.host(), 0, q.bytes());
+  std::vector<int64_t> xt(s_q);
+  for (int64_t t = 0; t < s_q; ++t) {
+    xt[t] = (t * 37 + t / 64 * 11) % D;
+    q.host()[t * H * D + (t % H) * D + xt[t]] = float_to_e4m3(1.0f);
+  }
+  auto kval = [](int64_t s, int64_t x) { return static_cast<float>((s * 7 + x * 3) % 13 - 6); };
+  for (int64_t s = 0; s < s_kv; ++s) {
+    for (int64_t x = 0; x < D; ++x) k.host()[s * D + x] = float_to_e4m3(kval(s, x));
+    sc.host_as<float>()[s] = (s % 3 == 0) ? 0.25f : 1.0f;
+  }
+  for (int64_t i = 0; i < s_q * H; ++i) w.host_as<float>()[i] = 0.5f;
+  for (int64_t t = 0; t < s_q; ++t) {
+    ks.host_as<int32_t>()[t] = static_cast<int32_t>(t % 3 == 1 ? std::min<int64_t>(t, s_kv) : 0);
+    ke.host_as<int32_t>()[t] = static_cast<int32_t>(t % 3 == 2 ? std::min<int64_t>(t + 1, s_kv) : s_kv);
+  }
+  for (Mirror* m : {&q, &k, &sc, &w, &ks, &ke}) m->upload();
+  out.poison(0xFF);
+  IndexerLogitsParams p;
+  p.q = q.view(true, DType::kE4M3, {s_q, H, D});
+  p.k = k.view(true, DType::kE4M3, {s_kv, D});
+  p.k_scale = sc.view(true, DType::kF32, {s_kv});
+  p.weights = w.view(true, DType::kF32, {s_q, H});
+  p.ks = ks.view(true, DType::kI32, {s_q});
+  p.ke = ke.view(true, DType::kI32, {s_q});
+  p.logits = out.view(true, DType::kF32, {s_q, s_kv});
+  REQUIRE(run(p).ok());
+  test::sync_ok();
+  const std::vector<float> got = as_floats(out.download());
+  int64_t bad = 0, first = -1;
+  for (int64_t t = 0; t < s_q; ++t) {
+    const int64_t lo = ks.host_as<int32_t>()[t], hi = ke.host_as<int32_t>()[t];
+    for (int64_t s = 0; s < s_kv; ++s) {
+      const float want = (s < lo || s >= hi) ? -kInf : sc.host_as<float>()[s] * 0.5f * std::max(0.0f, kval(s, xt[t]));
+      if (bits_of(got[t * s_kv + s]) != bits_of(want) && bad++ == 0) first = t * s_kv + s;
+    }
+  }
+  INFO("mismatches " << bad << (first >= 0 ? ", first at token " + std::to_string(first / s_kv) + " key " +
+                                                 std::to_string(first % s_kv) + ": got " +
+                                                 std::to_string(got[first])
+                                           : std::string()));
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gpu indexer prefill: one-hot layout self-check (wgmma and mma.sync kernels)", "[gpu][indexer]") {
+  std::printf("indexer prefill: wgmma kernel %s on this device/build\n",
+              indexer_logits_wgmma_active() ? "available" : "NOT available");
+  for (int mode : {1, 0}) {
+    WgmmaMode m(mode);
+    CAPTURE(mode);
+    check_one_hot(1, 1);
+    check_one_hot(5, 130);
+    check_one_hot(64, 64);
+    check_one_hot(130, 333);
+  }
+}
+
+// The same inputs through the wgmma kernel and the mma.sync kernel: each within tolerance of the
+// CPU reference, bitwise reproducible and batch invariant (check_prefill).
+TEST_CASE("gpu indexer prefill: wgmma kernel and mma.sync kernel on the same inputs", "[gpu][indexer]") {
+  struct Shape {
+    int64_t s_q, s_kv;
+    int kind;  // 0 random ranges, 1 causal from 0, 2 causal chunk, 3 heavy zeros
+  };
+  for (const Shape& sh : {Shape{1, 40000, 0}, Shape{7, 4097, 0}, Shape{300, 2000, 1}, Shape{257, 3000, 2},
+                          Shape{70, 1500, 3}}) {
+    for (int mode : {1, 0}) {
+      WgmmaMode m(mode);
+      CAPTURE(mode, indexer_logits_wgmma_active());
+      test::Rng rng(0x1D0A + sh.s_q);  // same salt for both modes: the same inputs
+      Prefill c;
+      c.name = mode ? "wgmma" : "mma.sync";
+      c.s_q = sh.s_q;
+      c.s_kv = sh.s_kv;
+      if (sh.kind == 0 || sh.kind == 3)
+        fill_ranges_random(c, rng);
+      else
+        fill_ranges_causal(c, sh.kind == 1 ? 0 : sh.s_kv - sh.s_q);
+      if (sh.kind == 3) c.zero_heads = 48;
+      check_prefill(c, rng);
+    }
   }
 }
 

@@ -1,0 +1,392 @@
+// CUDA OP-IDXLOGITS prefill on sm_90a warpgroup MMA (SPEC §4.2 step 7, §4.3, §12.3):
+//   logits[t, s] = σ_k[s] · Σ_j w[t, j] · ReLU(q[t, j] · k[s])   for ks[t] ≤ s < ke[t],
+//   −∞ elsewhere in [0, s_kv) when clean_logits (untouched otherwise) — as indexer_logits.cu.
+//
+// Taken when q and k are e4m3, h_idx = 64, d_idx = 128, a token's 64 heads are contiguous (head
+// stride 128 B), q / k bases and row strides are 16-byte aligned, the device is cc 9.0 and this
+// binary holds the sm_90a image of the kernel. Everything else stays on indexer_logits.cu's kernels.
+// Kill switch: DSA_INDEXER_WGMMA=0 in the environment (read once, cached) forces the mma.sync
+// kernel; dsa::indexer_logits_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
+//
+// Layout of the product: KEYS on the wgmma M dimension, (token, head) on N, so the head sum of a
+// key is nearly thread-local. D[key, 64·t + j] = K_tile[64 keys × 128] · Q^T with
+// wgmma.m64n256k32.f32.e4m3.e4m3 (kT = 4 tokens per CTA), 4 k32 steps chained in the
+// accumulator (the same FP8 accumulation DeepGEMM's fp8_mqa_logits uses).
+//   - A work item (one CTA) is a block of kT consecutive tokens × a chunk of keys (a multiple of
+//     64, absolute-aligned). Only key tiles meeting some token's range are computed (causal
+//     prefill skips the upper triangle). The CTA's q (kT·8 KB) stays in shared memory.
+//   - Two consumer warpgroups take alternate key tiles (one's epilogue overlaps the other's MMA);
+//     each streams its tiles through its own 4-stage cp.async ring (named barrier per group).
+//   - Shared operands use the no-swizzle K-major "core matrix" layout: 8 rows × 16 bytes
+//     contiguous; core matrix (row group g, 16-byte k chunk c) at g·1024 + c·128. Descriptor:
+//     LBO (next core matrix along K) = 128 B, SBO (next 8-row group along M/N) = 1024 B; k step
+//     s starts at +256·s bytes.
+//   - Epilogue: thread (warp w, lane l) holds keys 16w + l/4 (+8) and, per token, the heads
+//     8i + 2(l%4) + {0,1}, i = 0…7 (the f32 accumulator fragment). Fixed order: 16 FMAs
+//     w·ReLU(acc) per (key, token), then xor-shuffles 1 and 2 over the quad, then × σ_k.
+//     Every output element comes from the same instruction sequence whatever the token block,
+//     chunk or warpgroup, so results are bitwise reproducible and batch invariant.
+// Keys outside every range of the CTA are not loaded; their accumulator rows (stale shared
+// memory) are never stored. Ranges are clamped to 0 ≤ ks ≤ ke ≤ s_kv as in indexer_logits.cu.
+#include "indexer/indexer_logits_wgmma.cuh"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/cuda_common.cuh"
+#include "dsa/version.hpp"
+
+namespace dsa {
+namespace {
+std::atomic<int> g_wgmma_override{-1};
+}
+}  // namespace dsa
+
+namespace dsa::cuda_backend {
+
+namespace {
+
+constexpr int kT = 4;                 // query tokens per CTA
+constexpr int kN = 64 * kT;           // wgmma N
+constexpr int kAcc = kN / 2;          // f32 accumulators per thread
+constexpr int kTileKeys = 64;         // wgmma M
+constexpr int kStages = 4;            // cp.async ring per consumer warpgroup
+constexpr int kThreads = 256;         // two consumer warpgroups
+constexpr int kTileBytes = kTileKeys * 128;
+constexpr int kStageBytes = kTileBytes + kTileKeys * 4;  // keys, then their scales
+constexpr int kQBytes = kN * 128;
+constexpr int kWOff = kQBytes;                           // float w[kT][64]
+constexpr int kRangeOff = kWOff + kT * 64 * 4;           // int32 lo[kT], hi[kT]
+constexpr int kStageOff = (kRangeOff + 2 * kT * 4 + 127) / 128 * 128;
+constexpr int kSmemBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + base alignment slack
+
+// D (+)= A·B over one k32 step, m64n128k32, e4m3 × e4m3 → f32, A and B from shared memory.
+// scale_d = 0 starts from zero (the instruction clears the accumulator itself).
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n128(float (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+      "}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+// D (+)= A·B over one k32 step, m64n256k32, e4m3 × e4m3 → f32, A and B from shared memory.
+// scale_d = 0 starts from zero (the instruction clears the accumulator itself).
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n256(float (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+      "}, %128, %129, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Generic-proxy writes (cp.async, st.shared) become visible to the async proxy (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void cp_async16(uint32_t saddr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t saddr, const void* gmem) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(saddr), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Byte offset of row r, 16-byte k chunk c in the no-swizzle K-major core-matrix layout.
+__device__ __forceinline__ int core_off(int r, int c) { return (r >> 3) * 1024 + c * 128 + (r & 7) * 16; }
+
+// Shared memory descriptor: start address >> 4 (bits 0–13), LBO >> 4 (bits 16–29), SBO >> 4
+// (bits 32–45), base offset 0, swizzle mode 0 (none).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(128 >> 4) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32);
+}
+
+__device__ __forceinline__ float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN propagates
+__device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
+
+__global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 127) & ~uintptr_t{127});
+  const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  float* w_s = reinterpret_cast<float*>(smem + kWOff);
+  int32_t* lo_s = reinterpret_cast<int32_t*>(smem + kRangeOff);
+  int32_t* hi_s = lo_s + kT;
+
+  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127;
+  const int64_t tb = static_cast<int64_t>(blockIdx.x) % a.ntb, chunk = static_cast<int64_t>(blockIdx.x) / a.ntb;
+  const int64_t t0 = tb * kT;
+  const int64_t c0 = chunk * a.chunk, c1 = c0 + a.chunk < a.cols ? c0 + a.chunk : a.cols;
+
+  if (tid < kT) {
+    const int64_t row = t0 + tid;
+    int64_t lo = 0, hi = 0;  // a token past s_q has an empty range
+    if (row < a.rows) {
+      lo = min(max(static_cast<int64_t>(a.ks[row * a.ks_s0]), int64_t{0}), a.cols);
+      hi = min(max(static_cast<int64_t>(a.ke[row * a.ke_s0]), lo), a.cols);
+    }
+    lo_s[tid] = static_cast<int32_t>(lo);
+    hi_s[tid] = static_cast<int32_t>(hi);
+  }
+  for (int i = tid; i < kT * 64; i += kThreads) {
+    const int64_t row = t0 + i / 64;
+    w_s[i] = row < a.rows ? a.w[row * a.w_s0 + (i % 64) * a.w_s1] : 0.0f;
+  }
+  // q of the kT tokens: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; zeros past s_q.
+  for (int i = tid; i < kN * 8; i += kThreads) {
+    const int n = i >> 3, c = i & 7;
+    const int64_t row = t0 + n / 64;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (row < a.rows) v = *reinterpret_cast<const uint4*>(a.q + row * a.q_s0 + (n % 64) * 128 + c * 16);
+    *reinterpret_cast<uint4*>(smem + core_off(n, c)) = v;
+  }
+  fence_proxy_async();
+  __syncthreads();
+
+  // Per-token store windows and the CTA's key window (union of the ranges, within the chunk).
+  int64_t vlo[kT], vhi[kT];
+  int64_t ulo = c1, uhi = c0;
+#pragma unroll
+  for (int t = 0; t < kT; ++t) {
+    vlo[t] = max(static_cast<int64_t>(lo_s[t]), c0);
+    vhi[t] = min(static_cast<int64_t>(hi_s[t]), c1);
+    if (vlo[t] < vhi[t]) {
+      ulo = min(ulo, vlo[t]);
+      uhi = max(uhi, vhi[t]);
+    }
+  }
+  if (a.clean) {
+#pragma unroll 1
+    for (int t = 0; t < kT; ++t) {
+      const int64_t row = t0 + t;
+      if (row >= a.rows) break;
+      float* orow = a.out + row * a.out_s0;
+      const int64_t lo = lo_s[t], hi = hi_s[t];
+      for (int64_t c = c0 + tid; c < c1; c += kThreads)
+        if (c < lo || c >= hi) orow[c] = neg_inf();
+    }
+  }
+  if (ulo >= uhi) return;
+
+  // Warpgroup wg computes the tiles j ≡ wg (mod 2) of [tile0, tile0 + ntiles); from here on the
+  // two groups synchronize only internally (named barrier 1 + wg).
+  const int64_t tile0 = ulo / kTileKeys;
+  const int64_t ntiles = (uhi + kTileKeys - 1) / kTileKeys - tile0;
+  const int64_t my_n = (ntiles - wg + 1) / 2;
+  if (my_n <= 0) return;
+  const uint32_t ring = sbase + kStageOff + wg * (kStages * kStageBytes);
+
+  // Loads local tile i (global tile tile0 + wg + 2i) into its stage; always commits a group so
+  // the wait counts stay uniform.
+  auto issue = [&](int64_t i) {
+    if (i < my_n) {
+      const int64_t kb = (tile0 + wg + 2 * i) * kTileKeys;
+      const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+      // 16 consecutive threads: 8 rows × 2 adjacent chunks (whole 32-byte sectors, and each
+      // group of 8 threads writes 8 different bank quads).
+#pragma unroll
+      for (int it = 0; it < 4; ++it) {
+        const int idx = it * 128 + wtid;
+        const int r = (idx & 7) | (((idx >> 4) & 7) << 3);
+        const int c = ((idx >> 7) << 1) | ((idx >> 3) & 1);
+        const int64_t key = kb + r;
+        if (key >= ulo && key < uhi) cp_async16(st + core_off(r, c), a.k + key * a.k_s0 + c * 16);
+      }
+      if (wtid < kTileKeys) {
+        const int64_t key = kb + wtid;
+        if (key >= ulo && key < uhi) cp_async4(st + kTileBytes + 4 * wtid, a.k_scale + key * a.sc_s0);
+      }
+    }
+    cp_async_commit();
+  };
+
+#pragma unroll 1
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+
+  const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, q4 = lane & 3;
+  const uint64_t desc_b = smem_desc(sbase);
+  float acc[kAcc];
+#pragma unroll 1
+  for (int64_t i = 0; i < my_n; ++i) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed
+    fence_proxy_async();
+    named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
+    issue(i + kStages - 1);        // refills the stage of tile i − 1
+    const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+    const uint64_t desc_a = smem_desc(st);
+    wgmma_fence();
+    // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
+    wgmma_n256<0>(acc, desc_a, desc_b);
+    wgmma_n256<1>(acc, desc_a + 16, desc_b + 16);
+    wgmma_n256<1>(acc, desc_a + 32, desc_b + 32);
+    wgmma_n256<1>(acc, desc_a + 48, desc_b + 48);
+    wgmma_commit();
+    wgmma_wait_all();
+
+    const int64_t kb = (tile0 + wg + 2 * i) * kTileKeys;
+    const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
+#pragma unroll
+    for (int t = 0; t < kT; ++t) {
+      float wt[16];
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const float2 w2 = *reinterpret_cast<const float2*>(w_s + 64 * t + 8 * jj + 2 * q4);
+        wt[2 * jj] = w2.x;
+        wt[2 * jj + 1] = w2.y;
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float s = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          s = __fmaf_rn(wt[2 * jj], relu(acc[4 * (8 * t + jj) + 2 * r]), s);
+          s = __fmaf_rn(wt[2 * jj + 1], relu(acc[4 * (8 * t + jj) + 2 * r + 1]), s);
+        }
+        s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 1));
+        s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 2));
+        // The quad holds the same bits in all 4 lanes; lane (2t + r) % 4 stores.
+        if (((2 * t + r) & 3) == q4) {
+          const int kr = 16 * warp + g + 8 * r;
+          const int64_t key = kb + kr;
+          if (key >= vlo[t] && key < vhi[t]) a.out[(t0 + t) * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+#else
+  // No sm_90a image: the host never launches this variant (see wgmma_image_present()).
+  __shared__ volatile int no_sm90a_marker;
+  no_sm90a_marker = 0;
+#endif
+}
+
+// sm_90a image of the kernel present: its static shared size is 0 (the fallback variant has a
+// marker of 4 bytes) and its binary version is 90.
+bool wgmma_image_present() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, logits_wgmma_kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
+}
+
+bool env_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSA_INDEXER_WGMMA");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+}  // namespace
+
+bool indexer_wgmma_usable() {
+  const int mode = g_wgmma_override.load();
+  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
+  cuda::DeviceInfo info;
+  if (!cuda::device_info("indexer_logits", &info).ok()) return false;
+  if (info.cc_major != 9 || info.cc_minor != 0 || info.max_smem_optin < kSmemBytes) return false;
+  // Per device: 0 unknown, 1 present, 2 absent.
+  static std::atomic<int> present[64];
+  if (info.device < 0 || info.device >= 64) return false;
+  int p = present[info.device].load();
+  if (p == 0) {
+    p = wgmma_image_present() ? 1 : 2;
+    present[info.device].store(p);
+  }
+  return p == 1;
+}
+
+Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
+  cuda::DeviceInfo info;
+  Status s = cuda::device_info("indexer_logits", &info);
+  if (!s.ok()) return s;
+  const int sms = info.sm_count > 0 ? info.sm_count : 132;
+  a.ntb = (a.rows + kT - 1) / kT;
+  // Keys per work item: about 16 items per SM over the full (uncausal) grid, 8…128 tiles.
+  const int64_t tiles = (a.cols + kTileKeys - 1) / kTileKeys;
+  int64_t per = (a.ntb * tiles + 16LL * sms - 1) / (16LL * sms);
+  per = per < 8 ? 8 : (per > 128 ? 128 : per);
+  if (per > tiles) per = tiles;
+  a.chunk = per * kTileKeys;
+  const int64_t nchunks = (a.cols + a.chunk - 1) / a.chunk;
+  int64_t blocks = a.ntb * nchunks;
+  if (blocks > 0x7fffffffLL) {  // whole rows per item (gridDim.x limit; ntb < 2^31 for any int32 ranges)
+    a.chunk = tiles * kTileKeys;
+    blocks = a.ntb;
+  }
+  const cudaError_t e =
+      cudaFuncSetAttribute(logits_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (e != cudaSuccess)
+    return Status(StatusCode::kCudaError,
+                  std::string("indexer_logits: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));
+  logits_wgmma_kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(a);
+  return cuda::launch_status("indexer_logits", "logits_wgmma_kernel");
+}
+
+}  // namespace dsa::cuda_backend
+
+namespace dsa {
+// Test hooks (declared by tests/gpu/test_gpu_indexer.cpp, not in a public header).
+// mode −1 follows DSA_INDEXER_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma kernel
+// (still only where it applies).
+DSA_API void indexer_logits_wgmma_for_testing(int mode) { g_wgmma_override.store(mode); }
+// Whether qualifying prefill calls on the current device take the wgmma kernel now.
+DSA_API bool indexer_logits_wgmma_active() { return cuda_backend::indexer_wgmma_usable(); }
+}  // namespace dsa

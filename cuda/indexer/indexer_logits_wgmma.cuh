@@ -1,0 +1,38 @@
+// cuda/indexer/indexer_logits_wgmma.cuh — the sm_90a wgmma path of OP-IDXLOGITS prefill (FP8,
+// h_idx = 64, d_idx = 128); see indexer_logits_wgmma.cu. Used by indexer_logits.cu only.
+#pragma once
+
+#include <cstdint>
+
+#include "dsa/types.hpp"
+
+namespace dsa::cuda_backend {
+
+// Byte strides for q and k; element strides for the rest (as FastArgs in indexer_logits.cu).
+struct WgmmaLogitsArgs {
+  const uint8_t* q;      // token r, head j, byte x at q + r·q_s0 + 128·j + x
+  int64_t q_s0;
+  const uint8_t* k;      // key s at k + s·k_s0 (128 bytes)
+  int64_t k_s0;
+  const float* k_scale;  // [s_kv]
+  int64_t sc_s0;
+  const float* w;        // [rows, 64]
+  int64_t w_s0, w_s1;
+  const int32_t* ks;
+  const int32_t* ke;
+  int64_t ks_s0, ke_s0;
+  float* out;            // [rows, cols]
+  int64_t out_s0;
+  int64_t rows, cols;
+  bool clean;
+  int64_t ntb, chunk;    // set by the launcher: token blocks, keys per work item
+};
+
+// True when the wgmma kernel may run on the current device: cc 9.0, an sm_90a image of the
+// kernel in this binary, and not switched off (DSA_INDEXER_WGMMA=0 or the test hook).
+bool indexer_wgmma_usable();
+
+// Launches the wgmma kernel (the caller checked the shape conditions and indexer_wgmma_usable()).
+Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream);
+
+}  // namespace dsa::cuda_backend
