@@ -1,5 +1,5 @@
-// CUDA OP-TOPK benchmarks (SPEC §10.2: rows/s and bytes of scores read), k = 2048, sorted,
-// deterministic (the only mode), timed with CUDA events (UseManualTime). Shapes are the anchors of
+// CUDA OP-TOPK benchmarks (SPEC §10.2: rows/s and bytes of scores read), k = 2048, sorted and
+// unsorted (both deterministic), timed with CUDA events (UseManualTime). Shapes are the anchors of
 // ANCHORS §0: 4096 / 128 / 64 / 4 rows × 131072 columns of fp32 N(0, 1) scores, full ranges.
 // Effective bandwidth = rows·cols·4 bytes / time, as ANCHORS counts it. Built only in CUDA builds.
 #if defined(DSA_WITH_CUDA)
@@ -20,9 +20,10 @@ using bench::time_loop;
 
 namespace {
 
-// args: rows, cols, k
+// args: rows, cols, k, sorted (1: the default order; 0: any deterministic order, SPEC §5)
 void BM_topk(benchmark::State& st) {
   const int64_t rows = st.range(0), cols = st.range(1), k = st.range(2);
+  const bool sorted = st.range(3) != 0;
   Dev scores(rows * cols * 4), idx(rows * k * 4);
   {
     // 4 MiB of random scores replicated: rows repeat every 8 rows of 131072, which does not help a
@@ -35,6 +36,7 @@ void BM_topk(benchmark::State& st) {
   TopKParams p;
   p.scores = make_view(scores.p, DType::kF32, {rows, cols});
   p.indices = make_view(idx.p, DType::kI32, {rows, k});
+  p.sorted = sorted;
   const double bytes = static_cast<double>(rows) * cols * 4;
   time_loop(st, [&] { return run(p); }, 0, bytes);
   st.counters["rows/s"] = benchmark::Counter(static_cast<double>(rows), benchmark::Counter::kIsIterationInvariantRate);
@@ -43,11 +45,11 @@ void BM_topk(benchmark::State& st) {
 }  // namespace
 
 BENCHMARK(BM_topk)
-    ->ArgNames({"rows", "cols", "k"})
-    ->Args({4096, 131072, 2048})
-    ->Args({128, 131072, 2048})
-    ->Args({64, 131072, 2048})
-    ->Args({4, 131072, 2048})
+    ->ArgNames({"rows", "cols", "k", "sorted"})
+    ->ArgsProduct({{4096, 128, 64, 4}, {131072}, {2048}, {1, 0}})
+    ->Args({4096, 32768, 2048, 1})
+    ->Args({64, 32768, 2048, 1})
+    ->Args({64, 262144, 2048, 1})
     ->Iterations(20)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);

@@ -32,6 +32,8 @@
 // columns); compute capability ≥ 9.0 (clusters). Everything else runs topk.cu's kernel.
 #include <cooperative_groups.h>
 
+#include <mutex>
+
 #include <cub/block/block_radix_sort.cuh>
 
 #include "topk/topk_shared.cuh"
@@ -383,6 +385,28 @@ __global__ void __launch_bounds__(kThreads) topk_cluster_kernel(const __grid_con
 
 }  // namespace
 
+namespace {
+// The kernel's attributes (the largest dynamic shared memory it may use, clusters of 16), set once
+// per device: cudaFuncSetAttribute costs host time that small problems would otherwise pay per call.
+Status set_attributes_once() {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static cudaError_t error[kMaxDevices];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
+    return cuda::launch_status("topk", "topk_cluster_kernel (cudaGetDevice)");
+  std::call_once(once[dev], [dev] {
+    cudaError_t e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kSliceMax * sizeof(uint32_t)));
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    error[dev] = e;
+  });
+  if (error[dev] == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError, std::string("topk: setting the attributes of topk_cluster_kernel failed: ") +
+                                            cudaGetErrorString(error[dev]));
+}
+}  // namespace
+
 bool cluster_takes(const TopKArgs& a, int cc_major) {
   if (cc_major < 9) return false;
   if (a.sorted && a.k > kClusterMaxSortedK) return false;
@@ -398,10 +422,7 @@ Status launch_cluster(const TopKArgs& a, int sm_count, cudaStream_t stream) {
     C *= 2;
   const int64_t L = slice_keys(span, C);
   const size_t smem = static_cast<size_t>(L) * sizeof(uint32_t);
-  cudaError_t e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSliceMax * sizeof(uint32_t)));
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e != cudaSuccess) return cuda::launch_status("topk", "topk_cluster_kernel (attributes)");
+  if (Status st = set_attributes_once(); !st.ok()) return st;
   const int64_t clusters = a.rows < (1 << 20) ? a.rows : (1 << 20);  // rows loop past this
 
   cudaLaunchConfig_t cfg = {};
