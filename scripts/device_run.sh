@@ -13,7 +13,10 @@
 # files come back from the machine): summary.txt, env.txt, build.log, tests.log, bench.log,
 # demo.txt and the benchmark JSON (tarred into bench_json.tar if there are too many).
 #
-# Knobs (environment): OUT (default ./device-out), BUILD_DIR (build-device), JOBS (16),
+# Knobs (environment): OUT (default ./device-out), BUILD_DIR (build-device; an absolute path outside
+# the tree survives between calls while the machine stays warm), JOBS (16), GPU_TESTS, CPU_TESTS,
+# BENCH, DEMO (1 = run the step, default 1 each; a call has 10 minutes, so a full run is often split
+# into a test call and a bench call on the same warm machine),
 # CUDA_MODE (DSA_ENABLE_CUDA, default ON; OFF only for a dry run of this script without nvcc),
 # BENCH_ARGS (default --benchmark_min_time=0.2), BENCH_FILTER, DEMO_ARGS, STEP_TIMEOUT (seconds
 # per test/bench/demo step, default 240).
@@ -30,6 +33,12 @@ TORCH_BASELINES="${TORCH_BASELINES:-1}"  # also run bench/torch_baselines.py (ce
 SANITIZE="${SANITIZE:-1}"               # compute-sanitizer memcheck on a small GPU subset
 DEMO_ARGS="${DEMO_ARGS:-}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-240}"
+GPU_TESTS="${GPU_TESTS:-1}"
+CPU_TESTS="${CPU_TESTS:-1}"
+BENCH="${BENCH:-1}"
+DEMO="${DEMO:-1}"
+# The commit: the one a snapshot (scripts/prepare_device.sh) was made from, else git's HEAD.
+COMMIT="$(cat .snapshot-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo '?')"
 CUDA_MODE="${CUDA_MODE:-ON}"
 mkdir -p "$OUT"
 export CXX=/usr/bin/g++
@@ -63,7 +72,7 @@ set_note() { notes[$(( ${#notes[@]} - 1 ))]="$1"; }
 # ---- env --------------------------------------------------------------------------------------------
 env_step() {
   echo "date: $(date -u '+%F %T') UTC"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | grep -q . && echo '(dirty)')"
+  echo "commit: ${COMMIT} $(git status --porcelain 2>/dev/null | grep -q . && echo '(dirty)')"
   echo "host: $(uname -a)"
   echo "cores: $(nproc)"
   nvidia-smi || true
@@ -109,26 +118,31 @@ ctest_note() {  # "N passed, M failed, K skipped" from the last ctest block of a
   local skipped=$(awk '/The following tests did not run/{f=1;next} f&&/^[[:space:]]+[0-9]+ - /{n++} f&&/^$/{f=0} END{print n+0}' "$log")
   echo "${line:-no ctest summary}; skipped ${skipped}"
 }
-run_step test-gpu "$OUT/tests.log" timeout "$STEP_TIMEOUT" \
-  ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure --no-tests=error --timeout "$STEP_TIMEOUT"
-set_note "$(ctest_note "$OUT/tests.log")"
-run_step test-cpu "$OUT/tests.log" timeout "$STEP_TIMEOUT" \
-  ctest --test-dir "$BUILD_DIR" -L cpu --output-on-failure -j"$JOBS" --timeout "$STEP_TIMEOUT"
-set_note "$(ctest_note "$OUT/tests.log")"
+if [ "$GPU_TESTS" = 1 ]; then
+  run_step test-gpu "$OUT/tests.log" timeout "$STEP_TIMEOUT" \
+    ctest --test-dir "$BUILD_DIR" -L gpu --output-on-failure --no-tests=error --timeout "$STEP_TIMEOUT"
+  set_note "$(ctest_note "$OUT/tests.log")"
+fi
+if [ "$CPU_TESTS" = 1 ]; then
+  run_step test-cpu "$OUT/tests.log" timeout "$STEP_TIMEOUT" \
+    ctest --test-dir "$BUILD_DIR" -L cpu --output-on-failure -j"$JOBS" --timeout "$STEP_TIMEOUT"
+  set_note "$(ctest_note "$OUT/tests.log")"
+fi
 
 # ---- benchmarks -----------------------------------------------------------------------------------------
 found_bench=0
+[ "$BENCH" = 1 ] || found_bench=2
 for b in "$BUILD_DIR"/bench/$BENCH_EXES; do
-  [ -x "$b" ] && [ -f "$b" ] || continue
+  [ "$BENCH" = 1 ] && [ -x "$b" ] && [ -f "$b" ] || continue
   found_bench=1
   name=$(basename "$b")
   args=(--benchmark_out="$OUT/${name}.json" --benchmark_out_format=json $BENCH_ARGS)
   [ -n "$BENCH_FILTER" ] && args+=(--benchmark_filter="$BENCH_FILTER")
   run_step "$name" "$OUT/bench.log" timeout "$STEP_TIMEOUT" "$b" "${args[@]}"
 done
-[ "$found_bench" -eq 1 ] || { steps+=(bench); codes+=(1); secs+=(0); notes+=("no bench_* executables built"); }
+[ "$found_bench" -ne 0 ] || { steps+=(bench); codes+=(1); secs+=(0); notes+=("no bench_* executables built"); }
 
-if [ "$TORCH_BASELINES" = 1 ]; then
+if [ "$BENCH" = 1 ] && [ "$TORCH_BASELINES" = 1 ]; then
   run_step torch-baselines "$OUT/bench.log" timeout "$STEP_TIMEOUT" python3 bench/torch_baselines.py \
     --json "$OUT/torch_baselines.json"
 fi
@@ -142,8 +156,10 @@ if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
 fi
 
 # ---- demo ------------------------------------------------------------------------------------------------
-run_step demo "$OUT/demo.txt" timeout "$STEP_TIMEOUT" "$BUILD_DIR/examples/demo/dsa_demo" --device cuda $DEMO_ARGS
-set_note "$(grep -E '^total |^dsa_demo: ' "$OUT/demo.txt" 2>/dev/null | tail -n 1)"
+if [ "$DEMO" = 1 ]; then
+  run_step demo "$OUT/demo.txt" timeout "$STEP_TIMEOUT" "$BUILD_DIR/examples/demo/dsa_demo" --device cuda $DEMO_ARGS
+  set_note "$(grep -E '^total |^dsa_demo: ' "$OUT/demo.txt" 2>/dev/null | tail -n 1)"
+fi
 
 # ---- at most 8 files come back: tar the benchmark JSON if needed -------------------------------------------
 nfiles=$(find "$OUT" -maxdepth 1 -type f | wc -l)
@@ -154,7 +170,7 @@ rm -rf "$PREFIX"
 
 # ---- summary ---------------------------------------------------------------------------------------------
 {
-  echo "dsa device run — $(date -u '+%F %T') UTC — commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "dsa device run — $(date -u '+%F %T') UTC — commit ${COMMIT}"
   printf '%-22s %-5s %-7s %s\n' step exit seconds notes
   failed=0
   for i in "${!steps[@]}"; do

@@ -4,6 +4,7 @@
 # git-ignored folders the device call must carry (carry: [".deps", ".testdata"]):
 #   .deps/      the .deb files of Catch2, Eigen and Google Benchmark (apt-get download)
 #   .testdata/  a copy of ../shared/testdata (or $DSA_TESTDATA_DIR)
+#   .snap/      the committed tree at HEAD (what the run tests), with its commit id
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,5 +33,14 @@ else
   echo "prepare_device: no test data at $src; golden tests will report Skipped on the device" >&2
 fi
 
-echo "prepare_device: staged $(du -sh .deps | cut -f1) of packages; now run scripts/device_run.sh on the GPU"
-echo "                machine, carrying .deps and .testdata"
+# .snap/: the committed tree (git archive HEAD) and its commit id. The device tool copies the working
+# tree, uncommitted edits included; a GPU run recorded in docs/validation.md must test one commit.
+rm -rf .snap
+mkdir .snap
+git archive HEAD | tar -x -C .snap
+git rev-parse --short HEAD > .snap/.snapshot-commit
+grep -qx '/.snap/' .git/info/exclude 2>/dev/null || echo '/.snap/' >> .git/info/exclude
+
+echo "prepare_device: staged $(du -sh .deps | cut -f1) of packages and a snapshot of $(cat .snap/.snapshot-commit);"
+echo "  on the GPU machine, carrying .deps, .testdata and .snap, run:"
+echo "  cd .snap && ln -s ../.deps ../.testdata . && BUILD_DIR=/tmp/bd bash scripts/device_run.sh"
