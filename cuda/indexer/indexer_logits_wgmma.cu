@@ -15,8 +15,9 @@
 //   - A work item (one CTA) is a block of kT consecutive tokens × a chunk of keys (a multiple of
 //     64, absolute-aligned). Only key tiles meeting some token's range are computed (causal
 //     prefill skips the upper triangle). The CTA's q (kT·8 KB) stays in shared memory.
-//   - Two consumer warpgroups take alternate key tiles (one's epilogue overlaps the other's MMA);
-//     each streams its tiles through its own 4-stage cp.async ring (named barrier per group).
+//   - Two consumer warpgroups take alternate key tiles and issue their MMAs in turn (named
+//     barriers 3, 4), so one group's epilogue overlaps the other's MMA; each streams its tiles
+//     through its own 4-stage cp.async ring (named barriers 1, 2).
 //   - Shared operands use the no-swizzle K-major "core matrix" layout: 8 rows × 16 bytes
 //     contiguous; core matrix (row group g, 16-byte k chunk c) at g·1024 + c·128. Descriptor:
 //     LBO (next core matrix along K) = 128 B, SBO (next 8-row group along M/N) = 1024 B; k step
@@ -58,7 +59,7 @@ constexpr int kThreads = 256;         // two consumer warpgroups
 constexpr int kTileBytes = kTileKeys * 128;
 constexpr int kStageBytes = kTileBytes + kTileKeys * 4;  // keys, then their scales
 constexpr int kQBytes = kN * 128;
-constexpr int kWOff = kQBytes;                           // float w[kT][64]
+constexpr int kWOff = kQBytes;                           // float w[kT][4][16], see the epilogue
 constexpr int kRangeOff = kWOff + kT * 64 * 4;           // int32 lo[kT], hi[kT]
 constexpr int kStageOff = (kRangeOff + 2 * kT * 4 + 127) / 128 * 128;
 constexpr int kSmemBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + base alignment slack
@@ -133,6 +134,9 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 __device__ __forceinline__ void cp_async16(uint32_t saddr, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(gmem) : "memory");
 }
@@ -155,7 +159,13 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t saddr) {
          (static_cast<uint64_t>(1024 >> 4) << 32);
 }
 
-__device__ __forceinline__ float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN propagates
+// ReLU in one instruction; NaN propagates. ReLU(−0) is +0 here (−0 in the reference): the sign
+// of a zero term never changes a sum that starts from +0, so the results are the same bits.
+__device__ __forceinline__ float relu(float x) {
+  float y;
+  asm("max.NaN.f32 %0, %1, 0f00000000;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 __device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
 
 __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a) {
@@ -182,9 +192,12 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     lo_s[tid] = static_cast<int32_t>(lo);
     hi_s[tid] = static_cast<int32_t>(hi);
   }
+  // w_s[t][q][e] = w[t, 8(e/2) + 2q + e%2]: quad lane q's 16 heads of token t, in its order.
   for (int i = tid; i < kT * 64; i += kThreads) {
     const int64_t row = t0 + i / 64;
-    w_s[i] = row < a.rows ? a.w[row * a.w_s0 + (i % 64) * a.w_s1] : 0.0f;
+    const int q = (i % 64) / 16, e = i % 16;
+    const int head = 8 * (e / 2) + 2 * q + (e % 2);
+    w_s[i] = row < a.rows ? a.w[row * a.w_s0 + head * a.w_s1] : 0.0f;
   }
   // q of the kT tokens: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; zeros past s_q.
   for (int i = tid; i < kN * 8; i += kThreads) {
@@ -268,6 +281,11 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     issue(i + kStages - 1);        // refills the stage of tile i − 1
     const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
     const uint64_t desc_a = smem_desc(st);
+    // Issue order alternates between the groups (global tile j after j − 1), so the tensor
+    // cores run one group's tile while the other group runs its epilogue. Barrier 3 + wg is
+    // "group wg may issue"; an arrival is made only where the other group has that tile.
+    const int64_t j = wg + 2 * i;
+    if (j > 0) named_barrier(3 + wg, 256);
     wgmma_fence();
     // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
     wgmma_n256<0>(acc, desc_a, desc_b);
@@ -275,6 +293,7 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     wgmma_n256<1>(acc, desc_a + 32, desc_b + 32);
     wgmma_n256<1>(acc, desc_a + 48, desc_b + 48);
     wgmma_commit();
+    if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
     wgmma_wait_all();
 
     const int64_t kb = (tile0 + wg + 2 * i) * kTileKeys;
@@ -283,10 +302,12 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     for (int t = 0; t < kT; ++t) {
       float wt[16];
 #pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const float2 w2 = *reinterpret_cast<const float2*>(w_s + 64 * t + 8 * jj + 2 * q4);
-        wt[2 * jj] = w2.x;
-        wt[2 * jj + 1] = w2.y;
+      for (int m = 0; m < 4; ++m) {
+        const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
+        wt[4 * m] = w4.x;
+        wt[4 * m + 1] = w4.y;
+        wt[4 * m + 2] = w4.z;
+        wt[4 * m + 3] = w4.w;
       }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
