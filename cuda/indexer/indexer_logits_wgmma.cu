@@ -235,8 +235,8 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
   }
   if (ulo >= uhi) return;
 
-  // Warpgroup wg computes the tiles j ≡ wg (mod 2) of [tile0, tile0 + ntiles); from here on the
-  // two groups synchronize only internally (named barrier 1 + wg).
+  // Warpgroup wg computes the tiles j ≡ wg (mod 2) of [tile0, tile0 + ntiles); from here on no
+  // block-wide barrier: named barrier 1 + wg inside a group, 3 and 4 for the MMA issue order.
   const int64_t tile0 = ulo / kTileKeys;
   const int64_t ntiles = (uhi + kTileKeys - 1) / kTileKeys - tile0;
   const int64_t my_n = (ntiles - wg + 1) / 2;
