@@ -199,16 +199,18 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     const int head = 8 * (e / 2) + 2 * q + (e % 2);
     w_s[i] = row < a.rows ? a.w[row * a.w_s0 + head * a.w_s1] : 0.0f;
   }
-  // q of the kT tokens: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; zeros past s_q.
+  // q of the kT tokens: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; zeros past
+  // s_q. cp.async group 0 of every thread; it lands while the −∞ pass and the first key loads go.
   for (int i = tid; i < kN * 8; i += kThreads) {
     const int n = i >> 3, c = i & 7;
     const int64_t row = t0 + n / 64;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (row < a.rows) v = *reinterpret_cast<const uint4*>(a.q + row * a.q_s0 + (n % 64) * 128 + c * 16);
-    *reinterpret_cast<uint4*>(smem + core_off(n, c)) = v;
+    if (row < a.rows)
+      cp_async16(sbase + core_off(n, c), a.q + row * a.q_s0 + (n % 64) * 128 + c * 16);
+    else
+      *reinterpret_cast<uint4*>(smem + core_off(n, c)) = make_uint4(0u, 0u, 0u, 0u);
   }
-  fence_proxy_async();
-  __syncthreads();
+  cp_async_commit();
+  __syncthreads();  // ranges and weights
 
   // Per-token store windows and the CTA's key window (union of the ranges, within the chunk).
   int64_t vlo[kT], vhi[kT];
@@ -233,14 +235,17 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
         if (c < lo || c >= hi) orow[c] = neg_inf();
     }
   }
-  if (ulo >= uhi) return;
+  if (ulo >= uhi) {  // block-uniform; no copy may still target this block's shared memory
+    cp_async_wait<0>();
+    return;
+  }
 
-  // Warpgroup wg computes the tiles j ≡ wg (mod 2) of [tile0, tile0 + ntiles); from here on no
-  // block-wide barrier: named barrier 1 + wg inside a group, 3 and 4 for the MMA issue order.
+  // Warpgroup wg computes the tiles j ≡ wg (mod 2) of [tile0, tile0 + ntiles); after the q
+  // barrier below no block-wide barrier: named barrier 1 + wg inside a group, 3 and 4 for the
+  // MMA issue order.
   const int64_t tile0 = ulo / kTileKeys;
   const int64_t ntiles = (uhi + kTileKeys - 1) / kTileKeys - tile0;
   const int64_t my_n = (ntiles - wg + 1) / 2;
-  if (my_n <= 0) return;
   const uint32_t ring = sbase + kStageOff + wg * (kStages * kStageBytes);
 
   // Loads local tile i (global tile tile0 + wg + 2i) into its stage; always commits a group so
@@ -269,13 +274,18 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
 
 #pragma unroll 1
   for (int i = 0; i < kStages - 1; ++i) issue(i);
+  // Groups so far: q, then kStages − 1 tiles. q landed for everyone → visible to wgmma.
+  cp_async_wait<kStages - 1>();
+  fence_proxy_async();
+  __syncthreads();
+  if (my_n <= 0) return;
 
   const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, q4 = lane & 3;
   const uint64_t desc_b = smem_desc(sbase);
   float acc[kAcc];
 #pragma unroll 1
   for (int64_t i = 0; i < my_n; ++i) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed
+    cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
     fence_proxy_async();
     named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
     issue(i + kStages - 1);        // refills the stage of tile i − 1
