@@ -12,8 +12,8 @@
 // key is nearly thread-local. D[key, 64·t + j] = K_tile[64 keys × 128] · Q^T with
 // wgmma.m64n256k32.f32.e4m3.e4m3 (kT = 4 tokens per CTA), the 4 k32 steps chained in the
 // tensor-core accumulator (no per-k32 promotion to IEEE fp32 as in the mma.sync kernel; the
-// §9.4 tolerance is expected to hold; the GPU tests check it). 192 registers, no spills, 101,632 B dynamic shared memory,
-// one 256-thread CTA per SM.
+// §9.4 tolerance is expected to hold, the GPU tests check it). 192 registers, no spills,
+// 101,632 B dynamic shared memory, one 256-thread CTA per SM.
 //   - A work item (one CTA) is a block of kT consecutive tokens × a chunk of keys (a multiple of
 //     64, absolute-aligned). Only key tiles meeting some token's range are computed (causal
 //     prefill skips the upper triangle). The CTA's q (kT·8 KB) stays in shared memory.
