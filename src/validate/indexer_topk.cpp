@@ -7,26 +7,13 @@
 namespace dsa::detail {
 
 void validate(const IndexerTopKParams& p, ArgCheck& c) {
-  IndexerLogitsParams lp;
-  lp.q = p.q;
-  lp.k = p.k;
-  lp.k_scale = p.k_scale;
-  lp.weights = p.weights;
-  lp.ks = p.ks;
-  lp.ke = p.ke;
-  validate_indexer_logits_inputs(lp, c);
+  validate_indexer_logits_inputs(p, c);
   if (!c.ok()) return;
 
   c.require(p.domain != IndexDomain::kPagedSlot, StatusCode::kInvalidArgument,
             "domain = kPagedSlot is not supported by the fused op (prefill indices are absolute or "
             "relative key positions); run indexer_logits + topk for paged slots");
-  TopKParams tp;
-  tp.indices = p.indices;
-  tp.out_scores = p.out_scores;
-  tp.k_eff = p.k_eff;
-  tp.domain = p.domain;
-  tp.sorted = p.sorted;
-  validate_topk_outputs(tp, "s_q", c);
+  validate_topk_outputs(p, "s_q", c);
   c.require(p.chunk_rows >= 0, StatusCode::kInvalidArgument,
             "chunk_rows = %d, expected >= 0 (0 = automatic)", (int)p.chunk_rows);
 

@@ -11,15 +11,6 @@ void validate(const TopKParams& p, ArgCheck& c) {
   c.tensor("ks", p.ks, {"rows"}, kI32, Need::kOptional);
   c.tensor("ke", p.ke, {"rows"}, kI32, Need::kOptional);
   validate_topk_outputs(p, "rows", c);
-}
-
-void validate_topk_outputs(const TopKParams& p, const char* rows_sym, ArgCheck& c) {
-  c.tensor("indices", p.indices, {rows_sym, "k"}, kI32);
-  c.tensor("out_scores", p.out_scores, {rows_sym, "k"}, kF32, Need::kOptional);
-  c.tensor("k_eff", p.k_eff, {rows_sym}, kI32, Need::kOptional);
-  c.require(p.domain == IndexDomain::kAbsolute || p.domain == IndexDomain::kRelative ||
-                p.domain == IndexDomain::kPagedSlot,
-            StatusCode::kInvalidArgument, "domain = %d is not an IndexDomain", (int)p.domain);
   if (p.domain == IndexDomain::kPagedSlot) {
     c.require(p.rows_per_batch >= 1, StatusCode::kInvalidArgument, "rows_per_batch = %d, expected >= 1",
               (int)p.rows_per_batch);
@@ -27,7 +18,7 @@ void validate_topk_outputs(const TopKParams& p, const char* rows_sym, ArgCheck& 
               (int)p.page_block_size);
     c.tensor("block_table", p.block_table, {"batches", "max_blocks"}, kI32);
     if (c.ok()) {
-      const int64_t rows = c.dim(rows_sym), need = (rows + p.rows_per_batch - 1) / p.rows_per_batch;
+      const int64_t rows = c.dim("rows"), need = (rows + p.rows_per_batch - 1) / p.rows_per_batch;
       c.require(c.dim("batches") >= need, StatusCode::kInvalidArgument,
                 "block_table.shape[0] = %lld is less than ceil(rows / rows_per_batch) = ceil(%lld / %d) = %lld",
                 (long long)c.dim("batches"), (long long)rows, (int)p.rows_per_batch, (long long)need);
