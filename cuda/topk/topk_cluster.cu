@@ -107,8 +107,14 @@ __device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared&
   for (int j = threadIdx.x; j < nbins; j += kThreads) {
     const int s = j / seg;
     if (s % C != me) continue;
+    // Unrolled to the largest cluster so the C remote loads are in flight together (a DSMEM load
+    // costs hundreds of cycles; one at a time, 16 of them would cost microseconds per pass).
+    int part[kMaxCluster];
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c) part[c] = c < C ? cluster.map_shared_rank(hist, c)[j] : 0;
     int sum = 0;
-    for (int c = 0; c < C; ++c) sum += cluster.map_shared_rank(hist, c)[j];
+#pragma unroll
+    for (int c = 0; c < kMaxCluster; ++c) sum += part[c];
     hist[j] = sum;
     atomicAdd(&sm.seg_total[pass][s], sum);
   }
@@ -148,7 +154,7 @@ __device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared&
   *need_out = sm.need;
 }
 
-__global__ void __launch_bounds__(kThreads) topk_cluster_kernel(const __grid_constant__ TopKArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_constant__ TopKArgs a) {
   extern __shared__ uint4 dyn_keys[];  // this CTA's slice as keys
   uint32_t* keys = reinterpret_cast<uint32_t*>(dyn_keys);
   __shared__ Shared sm;
@@ -277,22 +283,25 @@ __global__ void __launch_bounds__(kThreads) topk_cluster_kernel(const __grid_con
       }
       __syncthreads();
       cluster.sync();
-      if (tid == 0) {
-        // Ties go to the lowest columns: CTA by CTA, then warp by warp, in column order.
-        int eq_before = 0, off = 0;
-        for (int c = 0; c < me; ++c) {
-          const int g = *cluster.map_shared_rank(&sm.cta_gt, c), e = *cluster.map_shared_rank(&sm.cta_eq, c);
-          off += g + clampi(m - eq_before, 0, e);
-          eq_before += e;
-        }
-        const int my_m = clampi(m - eq_before, 0, sm.cta_eq);
-        int eq_w = 0;
-        for (int w = 0; w < kWarps; ++w) {
-          const int take = clampi(my_m - eq_w, 0, sm.warp_eq[w]);
-          sm.warp_off[w] = off;
-          sm.warp_take_eq[w] = take;
-          off += sm.warp_gt[w] + take;
-          eq_w += sm.warp_eq[w];
+      if (warp == 0) {
+        // Ties go to the lowest columns: CTA by CTA, then warp by warp, in column order. Lane c
+        // loads CTA c's counts (all remote loads in flight at once), then prefix sums over lanes.
+        const int g = lane < me ? *cluster.map_shared_rank(&sm.cta_gt, lane) : 0;
+        const int e = lane < me ? *cluster.map_shared_rank(&sm.cta_eq, lane) : 0;
+        const int e_incl = warp_inclusive(e, lane);
+        const int take = clampi(m - (e_incl - e), 0, e);  // CTA lane's share of the ties
+        const int off_all = __reduce_add_sync(0xffffffffu, g + take);
+        const int eq_before = __shfl_sync(0xffffffffu, e_incl, 31);
+        if (lane == 0) {
+          const int my_m = clampi(m - eq_before, 0, sm.cta_eq);
+          int off = off_all, eq_w = 0;
+          for (int w = 0; w < kWarps; ++w) {
+            const int t = clampi(my_m - eq_w, 0, sm.warp_eq[w]);
+            sm.warp_off[w] = off;
+            sm.warp_take_eq[w] = t;
+            off += sm.warp_gt[w] + t;
+            eq_w += sm.warp_eq[w];
+          }
         }
       }
       __syncthreads();
