@@ -541,6 +541,36 @@ Status run(const IndexerPagedLogitsParams& p, void*, size_t, Stream stream) {
   const bool fast = h == kHeads && d == kDim && aligned16(p.q.data) && aligned16(p.k_cache.data) &&
                     p.q.stride[0] % 16 == 0 && p.q.stride[1] % 16 == 0 && p.q.stride[2] % 16 == 0 &&
                     p.k_cache.stride[0] % 16 == 0;
+  // sm_90a wgmma kernel (indexer_paged_wgmma.cu): whole 64-key page tiles, a token's heads
+  // contiguous, next_n ≤ 4.
+  if (fast && p.page_block_size > 0 && p.page_block_size % 64 == 0 && next_n <= 4 && p.q.stride[3] == 1 &&
+      p.q.stride[2] == kDim && p.k_cache.stride[1] == 1 && indexer_paged_wgmma_usable()) {
+    WgmmaPagedArgs a{};
+    a.q = static_cast<const uint8_t*>(p.q.data);
+    a.q_s0 = p.q.stride[0];
+    a.q_s1 = p.q.stride[1];
+    a.cache = static_cast<const uint8_t*>(p.k_cache.data);
+    a.page_stride = p.k_cache.stride[0];
+    a.P = p.page_block_size;
+    a.num_blocks = p.k_cache.shape[0];
+    a.bt = static_cast<const int32_t*>(p.block_table.data);
+    a.bt_s0 = p.block_table.stride[0];
+    a.bt_s1 = p.block_table.stride[1];
+    a.max_blocks = p.block_table.shape[1];
+    a.lens = static_cast<const int32_t*>(p.context_lens.data);
+    a.lens_s0 = p.context_lens.stride[0];
+    a.lens_2d = p.context_lens.rank == 2;
+    a.lens_s1 = a.lens_2d ? p.context_lens.stride[1] : 0;
+    a.w = static_cast<const float*>(p.weights.data);
+    a.w_s0 = p.weights.stride[0];
+    a.w_s1 = p.weights.stride[1];
+    a.out = static_cast<float*>(p.logits.data);
+    a.out_s0 = p.logits.stride[0];
+    a.b = b;
+    a.next_n = next_n;
+    a.cols = cols;
+    return launch_indexer_paged_wgmma(a, stream);
+  }
   if (fast) {
     FastArgs a{};
     a.q = static_cast<const uint8_t*>(p.q.data);

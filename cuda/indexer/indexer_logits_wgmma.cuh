@@ -1,5 +1,6 @@
 // cuda/indexer/indexer_logits_wgmma.cuh — the sm_90a wgmma path of OP-IDXLOGITS prefill (FP8,
-// h_idx = 64, d_idx = 128); see indexer_logits_wgmma.cu. Used by indexer_logits.cu only.
+// h_idx = 64, d_idx = 128); see indexer_logits_wgmma.cu. Also the paged decode one (P a multiple of
+// 64, next_n 1…4; see indexer_paged_wgmma.cu). Used by indexer_logits.cu only.
 #pragma once
 
 #include <cstdint>
@@ -34,5 +35,33 @@ bool indexer_wgmma_usable();
 
 // Launches the wgmma kernel (the caller checked the shape conditions and indexer_wgmma_usable()).
 Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream);
+
+// ---- paged decode (indexer_paged_wgmma.cu) ----
+
+// Byte strides for q and the cache; element strides for the rest.
+struct WgmmaPagedArgs {
+  const uint8_t* q;        // request r, token t, head j, byte x at q + r·q_s0 + t·q_s1 + 128·j + x
+  int64_t q_s0, q_s1;
+  const uint8_t* cache;    // page p at cache + p·page_stride: P·128 codes, then P fp32 scales
+  int64_t page_stride, P, num_blocks;
+  const int32_t* bt;       // [b, max_blocks]
+  int64_t bt_s0, bt_s1, max_blocks;
+  const int32_t* lens;     // [b] or [b, next_n]
+  int64_t lens_s0, lens_s1;
+  bool lens_2d;
+  const float* w;          // [b·next_n, 64]
+  int64_t w_s0, w_s1;
+  float* out;              // [b·next_n, cols]
+  int64_t out_s0;
+  int64_t b, next_n, cols;
+  int64_t cap;             // set by the launcher: min(cols, max_blocks·P), the length clamp
+};
+
+// True when the paged wgmma kernel may run on the current device: cc 9.0, an sm_90a image of the
+// kernel in this binary, and not switched off (DSA_INDEXER_PAGED_WGMMA=0 or the test hook).
+bool indexer_paged_wgmma_usable();
+
+// Launches it (the caller checked the shape conditions and indexer_paged_wgmma_usable()).
+Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream);
 
 }  // namespace dsa::cuda_backend

@@ -1,0 +1,527 @@
+// CUDA OP-IDXLOGITS decode on sm_90a warpgroup MMA (SPEC §4.2 step 7, §7.2, §12.4):
+//   logits[r·n + t, s] = σ[s] · Σ_j w[r·n + t, j] · ReLU(q[r, t, j] · k[s])   for s < L(r, t),
+//   −∞ for L(r, t) ≤ s < max_context_len — as the mma.sync kernel of indexer_logits.cu.
+//
+// Taken when h_idx = 64, d_idx = 128, next_n ≤ 4, P is a multiple of 64, a token's 64 heads are
+// contiguous (head stride 128 B), q / cache bases, q strides and the page stride are 16-byte
+// aligned, the device is cc 9.0 and this binary holds the sm_90a image. Everything else stays on
+// indexer_logits.cu's kernels. Kill switch: DSA_INDEXER_PAGED_WGMMA=0 (read once, cached);
+// dsa::indexer_paged_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
+//
+// Product (as the prefill wgmma kernel, indexer_logits_wgmma.cu): a 64-key tile (64 consecutive
+// tokens of one page, its 8 KB of codes contiguous) on the wgmma M dimension, the request's
+// next_n × 64 (token, head) query rows on N: wgmma.m64nNk32.f32.e4m3.e4m3, N = 64·next_n, the 4
+// k32 steps chained in the tensor-core accumulator. The request's q (next_n·8 KB) stays in shared
+// memory; the same no-swizzle K-major core-matrix layout (LBO 128 B, SBO 1024 B), the same
+// two-warpgroup alternation (named barriers 1–4), 4-stage cp.async rings per warpgroup and the
+// same epilogue (16 FMAs w·ReLU(acc) per (key, token), xor-shuffles 1 and 2, × σ).
+//
+// Work split (lengths are only known on the device): the grid is persistent (SMs × CTAs per SM).
+// Every CTA reads all context_lens, counts the tiles of every request (⌈max_t L(r, t) / 64⌉) and
+// takes an equal share [g·T/G, (g + 1)·T/G) of the T tiles in request order, so very uneven
+// lengths still give every SM the same number of tiles; a share crosses requests as segments
+// (q, w and lengths reloaded, pipeline drained between segments). The −∞ entries are written by
+// an equal split of the rows × max_context_len elements. Every output element comes from one
+// fixed instruction sequence whatever the split, so results are bitwise reproducible.
+//
+// A tile's page id comes from block_table; a page id outside [0, num_blocks) is not loaded and
+// its keys are written NaN (σ = NaN), as in indexer_logits.cu. Keys of the last page past the
+// lengths are loaded (the page is in bounds) but never stored. Lengths are clamped to
+// [0, min(max_context_len, max_blocks·P)].
+#include "indexer/indexer_logits_wgmma.cuh"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/cuda_common.cuh"
+#include "dsa/version.hpp"
+
+namespace dsa {
+namespace {
+std::atomic<int> g_paged_wgmma_override{-1};
+}
+}  // namespace dsa
+
+namespace dsa::cuda_backend {
+
+namespace {
+
+constexpr int kTileKeys = 64;         // wgmma M
+constexpr int kStages = 4;            // cp.async ring per consumer warpgroup
+constexpr int kThreads = 256;         // two consumer warpgroups
+constexpr int kTileBytes = kTileKeys * 128;
+constexpr int kStageBytes = kTileBytes + kTileKeys * 4;  // keys, then their scales
+
+template <int kT>
+struct Smem {
+  static constexpr int kN = 64 * kT;                       // wgmma N
+  static constexpr int kQBytes = kN * 128;
+  static constexpr int kWOff = kQBytes;                    // float w[kT][4][16], see the epilogue
+  static constexpr int kLenOff = kWOff + kT * 64 * 4;      // int32 len[4]
+  static constexpr int kSegOff = kLenOff + 16;             // int64 first request, its tile prefix
+  static constexpr int kScanOff = kSegOff + 16;            // int64 per-warp sums [8]
+  static constexpr int kStageOff = (kScanOff + 64 + 127) / 128 * 128;
+  static constexpr int kBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + base alignment slack
+};
+
+// D (+)= A·B over one k32 step, m64nNk32, e4m3 × e4m3 → f32, A and B from shared memory.
+// scale_d = 0 starts from zero (the instruction clears the accumulator itself).
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n64(float (&d)[32], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+      "}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n128(float (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+      "}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n192(float (&d)[96], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95"
+      "}, %96, %97, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+template <int kScaleD>
+__device__ __forceinline__ void wgmma_n256(float (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+      "}, %128, %129, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "n"(kScaleD)
+      : "memory");
+}
+
+template <int kScaleD, int kN>
+__device__ __forceinline__ void wgmma_n(float (&d)[kN / 2], uint64_t da, uint64_t db) {
+  if constexpr (kN == 64) wgmma_n64<kScaleD>(d, da, db);
+  else if constexpr (kN == 128) wgmma_n128<kScaleD>(d, da, db);
+  else if constexpr (kN == 192) wgmma_n192<kScaleD>(d, da, db);
+  else wgmma_n256<kScaleD>(d, da, db);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Generic-proxy writes (cp.async, st.shared) become visible to the async proxy (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void cp_async16(uint32_t saddr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Byte offset of row r, 16-byte k chunk c in the no-swizzle K-major core-matrix layout.
+__device__ __forceinline__ int core_off(int r, int c) { return (r >> 3) * 1024 + c * 128 + (r & 7) * 16; }
+
+// Shared memory descriptor: start address >> 4 (bits 0–13), LBO >> 4 (bits 16–29), SBO >> 4
+// (bits 32–45), base offset 0, swizzle mode 0 (none).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(128 >> 4) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32);
+}
+
+// ReLU in one instruction; NaN propagates (the sign of a zero term never changes the sums).
+__device__ __forceinline__ float relu(float x) {
+  float y;
+  asm("max.NaN.f32 %0, %1, 0f00000000;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
+__device__ __forceinline__ float qnan() { return __int_as_float(0x7fc00000); }
+
+// Visible length of token t of request r, clamped as in indexer_logits.cu.
+template <int kT>
+__device__ __forceinline__ int64_t token_len(const WgmmaPagedArgs& a, int64_t r, int t) {
+  const int64_t L = a.lens_2d ? static_cast<int64_t>(a.lens[r * a.lens_s0 + t * a.lens_s1])
+                              : static_cast<int64_t>(a.lens[r * a.lens_s0]) - kT + 1 + t;
+  return min(max(L, int64_t{0}), a.cap);
+}
+template <int kT>
+__device__ __forceinline__ int64_t request_tiles(const WgmmaPagedArgs& a, int64_t r) {
+  int64_t m = 0;
+#pragma unroll
+  for (int t = 0; t < kT; ++t) m = max(m, token_len<kT>(a, r, t));
+  return (m + kTileKeys - 1) / kTileKeys;
+}
+
+template <int kT>
+__global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTAs/SM spills 20 B
+    paged_wgmma_kernel(const __grid_constant__ WgmmaPagedArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using S = Smem<kT>;
+  constexpr int kN = S::kN, kAcc = kN / 2;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 127) & ~uintptr_t{127});
+  const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  float* w_s = reinterpret_cast<float*>(smem + S::kWOff);
+  int32_t* len_s = reinterpret_cast<int32_t*>(smem + S::kLenOff);
+  int64_t* seg_s = reinterpret_cast<int64_t*>(smem + S::kSegOff);
+  int64_t* scan_s = reinterpret_cast<int64_t*>(smem + S::kScanOff);
+
+  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, lane = tid & 31, warp8 = tid >> 5;
+  const int64_t G = gridDim.x, g = blockIdx.x;
+
+  // −∞ past every row's length: an equal share of the rows × cols elements.
+  {
+    const int64_t E = a.b * kT * a.cols, e0 = g * E / G, e1 = (g + 1) * E / G;
+#pragma unroll 1
+    for (int64_t row = e0 / a.cols; row * a.cols < e1; ++row) {
+      const int64_t L = token_len<kT>(a, row / kT, static_cast<int>(row % kT));
+      const int64_t lo = max(e0 - row * a.cols, L), hi = min(e1 - row * a.cols, a.cols);
+      float* orow = a.out + row * a.out_s0;
+      for (int64_t c = lo + tid; c < hi; c += kThreads) orow[c] = neg_inf();
+    }
+  }
+
+  // Tile counts of the requests in order (block scan, 256 requests a step). find = false: the
+  // total T. find = true: the request holding tile s0 and its tile prefix, into seg_s.
+  auto scan = [&](bool find, int64_t s0) -> int64_t {
+    int64_t running = 0;
+#pragma unroll 1
+    for (int64_t base = 0; base < a.b; base += kThreads) {
+      const int64_t r = base + tid;
+      const int64_t n = r < a.b ? request_tiles<kT>(a, r) : 0;
+      int64_t incl = n;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int64_t v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      if (lane == 31) scan_s[warp8] = incl;
+      __syncthreads();
+      int64_t off = running, tot = 0;
+#pragma unroll
+      for (int w = 0; w < kThreads / 32; ++w) {
+        const int64_t v = scan_s[w];
+        if (w < warp8) off += v;
+        tot += v;
+      }
+      const int64_t excl = off + incl - n;
+      if (find && n > 0 && excl <= s0 && s0 < excl + n) {
+        seg_s[0] = r;
+        seg_s[1] = excl;
+      }
+      running += tot;
+      __syncthreads();  // scan_s is rewritten next step; seg_s visible
+      if (find && running > s0) break;  // block-uniform
+    }
+    return running;
+  };
+  const int64_t T = scan(false, 0);
+  const int64_t s0 = g * T / G, s1 = (g + 1) * T / G;
+  if (s0 >= s1) return;  // block-uniform; no copy in flight
+  scan(true, s0);
+  const int64_t r0 = seg_s[0], pre0 = seg_s[1];
+
+  const int warp = wtid >> 5, gq = lane >> 2, q4 = lane & 3;
+  const uint64_t desc_b = smem_desc(sbase);
+  const uint32_t ring = sbase + S::kStageOff + wg * (kStages * kStageBytes);
+  float acc[kAcc];
+
+  int64_t pre = pre0;
+#pragma unroll 1
+  for (int64_t r = r0; r < a.b && pre < s1; ++r) {
+    const int64_t nr = request_tiles<kT>(a, r);
+    const int64_t lo_t = max(s0, pre) - pre, hi_t = min(s1, pre + nr) - pre;
+    pre += nr;
+    if (lo_t >= hi_t) continue;  // block-uniform (empty request)
+
+    __syncthreads();  // the previous segment is done with q, w, lengths and the rings
+    if (tid < kT) len_s[tid] = static_cast<int32_t>(token_len<kT>(a, r, tid));
+    // w_s[t][q][e] = w[r·n + t, 8(e/2) + 2q + e%2]: quad lane q's 16 heads of token t, in its order.
+    for (int i = tid; i < kT * 64; i += kThreads) {
+      const int64_t row = r * kT + i / 64;
+      const int qq = (i % 64) / 16, e = i % 16;
+      const int head = 8 * (e / 2) + 2 * qq + (e % 2);
+      w_s[i] = a.w[row * a.w_s0 + head * a.w_s1];
+    }
+    // q: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; cp.async group 0.
+    for (int i = tid; i < kN * 8; i += kThreads) {
+      const int n = i >> 3, c = i & 7;
+      cp_async16(sbase + core_off(n, c), a.q + r * a.q_s0 + (n / 64) * a.q_s1 + (n % 64) * 128 + c * 16);
+    }
+    cp_async_commit();
+
+    const int64_t ntiles = hi_t - lo_t;
+    const int32_t* bt_row = a.bt + r * a.bt_s0;
+    float* out_r = a.out + r * kT * a.out_s0;
+    const int64_t my_n = (ntiles - wg + 1) / 2;
+    // Loads local tile i (request tile lo_t + wg + 2i) into its stage; always commits a group
+    // so the wait counts stay uniform.
+    auto issue = [&](int64_t i) {
+      if (i < my_n) {
+        const int64_t key0 = (lo_t + wg + 2 * i) * kTileKeys;
+        const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+        const int64_t page = bt_row[(key0 / a.P) * a.bt_s1];
+        if (page >= 0 && page < a.num_blocks) {
+          const int64_t off0 = key0 % a.P;
+          const uint8_t* codes = a.cache + page * a.page_stride + off0 * 128;
+          // 16 consecutive threads: 8 rows × 2 adjacent chunks (whole 32-byte sectors, and each
+          // group of 8 threads writes 8 different bank quads).
+#pragma unroll
+          for (int it = 0; it < 4; ++it) {
+            const int idx = it * 128 + wtid;
+            const int rr = (idx & 7) | (((idx >> 4) & 7) << 3);
+            const int c = ((idx >> 7) << 1) | ((idx >> 3) & 1);
+            cp_async16(st + core_off(rr, c), codes + rr * 128 + c * 16);
+          }
+          // The 64 scales: 256 contiguous bytes at P·128 + 4·off0 (16-byte aligned).
+          if (wtid < 16)
+            cp_async16(st + kTileBytes + 16 * wtid, a.cache + page * a.page_stride + a.P * 128 + 4 * off0 + 16 * wtid);
+        } else if (wtid < kTileKeys) {
+          // Unmappable page: nothing loaded, the keys come out NaN.
+          *reinterpret_cast<float*>(smem + (st - sbase) + kTileBytes + 4 * wtid) = qnan();
+        }
+      }
+      cp_async_commit();
+    };
+
+#pragma unroll 1
+    for (int i = 0; i < kStages - 1; ++i) issue(i);
+    // Groups so far: q, then kStages − 1 tiles. q landed for everyone → visible to wgmma.
+    cp_async_wait<kStages - 1>();
+    fence_proxy_async();
+    __syncthreads();
+
+    int32_t vhi[kT];  // store windows [0, L) (lengths are int32)
+#pragma unroll
+    for (int t = 0; t < kT; ++t) vhi[t] = len_s[t];
+
+#pragma unroll 1
+    for (int64_t i = 0; i < my_n; ++i) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
+      fence_proxy_async();
+      named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
+      issue(i + kStages - 1);        // refills the stage of tile i − 1
+      const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+      const uint64_t desc_a = smem_desc(st);
+      // Issue order alternates between the groups (segment tile j after j − 1): barrier 3 + wg is
+      // "group wg may issue"; an arrival is made only where the other group has that tile.
+      const int64_t j = wg + 2 * i;
+      if (j > 0) named_barrier(3 + wg, 256);
+      wgmma_fence();
+      // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
+      wgmma_n<0, kN>(acc, desc_a, desc_b);
+      wgmma_n<1, kN>(acc, desc_a + 16, desc_b + 16);
+      wgmma_n<1, kN>(acc, desc_a + 32, desc_b + 32);
+      wgmma_n<1, kN>(acc, desc_a + 48, desc_b + 48);
+      wgmma_commit();
+      if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
+      wgmma_wait_all();
+
+      const int64_t kb = (lo_t + j) * kTileKeys;
+      const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
+#pragma unroll
+      for (int t = 0; t < kT; ++t) {
+        float wt[16];
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
+          wt[4 * m] = w4.x;
+          wt[4 * m + 1] = w4.y;
+          wt[4 * m + 2] = w4.z;
+          wt[4 * m + 3] = w4.w;
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          float s = 0.0f;
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            s = __fmaf_rn(wt[2 * jj], relu(acc[4 * (8 * t + jj) + 2 * rr]), s);
+            s = __fmaf_rn(wt[2 * jj + 1], relu(acc[4 * (8 * t + jj) + 2 * rr + 1]), s);
+          }
+          s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 1));
+          s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 2));
+          // The quad holds the same bits in all 4 lanes; lane (2t + rr) % 4 stores.
+          if (((2 * t + rr) & 3) == q4) {
+            const int kr = 16 * warp + gq + 8 * rr;
+            const int64_t key = kb + kr;
+            if (key < static_cast<int64_t>(vhi[t])) out_r[t * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
+          }
+        }
+      }
+    }
+    cp_async_wait<0>();  // the empty tail groups; nothing of this segment stays in flight
+  }
+#else
+  // No sm_90a image: the host never launches this variant (see image_present()).
+  __shared__ volatile int no_sm90a_marker;
+  no_sm90a_marker = 0;
+#endif
+}
+
+// sm_90a image of the kernel present: its static shared size is 0 (the fallback variant has a
+// marker of 4 bytes) and its binary version is 90.
+bool image_present() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, paged_wgmma_kernel<1>) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
+}
+
+bool env_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSA_INDEXER_PAGED_WGMMA");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+template <int kT>
+Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
+  constexpr int kBytes = Smem<kT>::kBytes;
+  cudaError_t e = cudaFuncSetAttribute(paged_wgmma_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  int per_sm = 0;
+  if (e == cudaSuccess)
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, paged_wgmma_kernel<kT>, kThreads, kBytes);
+  if (e != cudaSuccess)
+    return Status(StatusCode::kCudaError,
+                  std::string("indexer_paged_logits: wgmma kernel setup failed: ") + cudaGetErrorString(e));
+  // Persistent: every CTA resident at once (the work split assumes it only for speed).
+  const int sms = info.sm_count > 0 ? info.sm_count : 132;
+  const unsigned blocks = static_cast<unsigned>(sms * (per_sm > 0 ? per_sm : 1));
+  paged_wgmma_kernel<kT><<<blocks, kThreads, kBytes, stream>>>(a);
+  return cuda::launch_status("indexer_paged_logits", "paged_wgmma_kernel");
+}
+
+}  // namespace
+
+bool indexer_paged_wgmma_usable() {
+  const int mode = g_paged_wgmma_override.load();
+  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
+  cuda::DeviceInfo info;
+  if (!cuda::device_info("indexer_paged_logits", &info).ok()) return false;
+  if (info.cc_major != 9 || info.cc_minor != 0 || info.max_smem_optin < Smem<4>::kBytes) return false;
+  // Per device: 0 unknown, 1 present, 2 absent.
+  static std::atomic<int> present[64];
+  if (info.device < 0 || info.device >= 64) return false;
+  int p = present[info.device].load();
+  if (p == 0) {
+    p = image_present() ? 1 : 2;
+    present[info.device].store(p);
+  }
+  return p == 1;
+}
+
+Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream) {
+  cuda::DeviceInfo info;
+  Status s = cuda::device_info("indexer_paged_logits", &info);
+  if (!s.ok()) return s;
+  a.cap = a.cols < a.max_blocks * a.P ? a.cols : a.max_blocks * a.P;
+  switch (a.next_n) {
+    case 1:
+      return launch<1>(a, info, stream);
+    case 2:
+      return launch<2>(a, info, stream);
+    case 3:
+      return launch<3>(a, info, stream);
+    case 4:
+      return launch<4>(a, info, stream);
+    default:
+      return Status(StatusCode::kInvalidArgument, "indexer_paged_logits: wgmma kernel needs next_n in 1..4");
+  }
+}
+
+}  // namespace dsa::cuda_backend
+
+namespace dsa {
+// Test hooks (declared by tests/gpu/test_gpu_indexer.cpp, not in a public header).
+// mode −1 follows DSA_INDEXER_PAGED_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma
+// kernel (still only where it applies).
+DSA_API void indexer_paged_wgmma_for_testing(int mode) { g_paged_wgmma_override.store(mode); }
+// Whether qualifying decode calls on the current device take the wgmma kernel now.
+DSA_API bool indexer_paged_wgmma_active() { return cuda_backend::indexer_paged_wgmma_usable(); }
+}  // namespace dsa
