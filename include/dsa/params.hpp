@@ -181,6 +181,13 @@ struct SparseMlaDecodeParams {
   TensorView lse;          // [b, s_q, h_q] f32, out
   float sm_scale = 0.0f;
   LseBase lse_base = LseBase::kNatural;
+  // Split-KV (CUDA; appended in C ABI 1.3). 1 = never split: a row's bits do not depend on the batch
+  // (SPEC D11). n ≥ 2 = every row's topk slots are cut into n contiguous ranges of whole 32-key
+  // chunks (fewer when topk has fewer chunks, so no split is empty; the count depends only on topk
+  // and n): batch-invariant for a fixed n, bits differ from n = 1. 0 = automatic: splits only when
+  // the grid is under half a wave (fastest for small batches, but a row's last bits then depend on
+  // the batch size). Must be ≥ 0. The CPU reference ignores it (its result does not depend on it).
+  int32_t num_splits = 1;
 };
 
 // ---- dense MLA forward (the warm-up teacher's input) ----------------------------------------------

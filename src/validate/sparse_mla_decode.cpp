@@ -27,6 +27,8 @@ void validate(const SparseMlaDecodeParams& p, ArgCheck& c) {
             "sm_scale = %g must be finite and > 0 (V3.2: 0.1352337789)", (double)p.sm_scale);
   c.require(p.lse_base == LseBase::kNatural || p.lse_base == LseBase::kBase2, StatusCode::kInvalidArgument,
             "lse_base = %d is not a LseBase", (int)p.lse_base);
+  c.require(p.num_splits >= 0, StatusCode::kInvalidArgument,
+            "num_splits = %d must be >= 0 (0 automatic, 1 never split, n >= 2 exactly n)", (int)p.num_splits);
 }
 
 }  // namespace dsa::detail

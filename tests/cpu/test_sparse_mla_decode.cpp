@@ -301,6 +301,14 @@ TEST_CASE("sparse_mla_decode is deterministic and batch invariant", "[sparse_mla
   REQUIRE(run(one).ok());
   CHECK(std::memcmp(o.data(), out1.data() + bi * per * kDv, o.size() * 2) == 0);
   CHECK(std::memcmp(l.data(), lse1.data() + bi * per, l.size() * 4) == 0);
+  // The CPU reference ignores num_splits (a CUDA split-KV knob): 0 and 4 give the same bits.
+  for (int32_t n : {0, 4}) {
+    k.p.num_splits = n;
+    k.poison();
+    REQUIRE(run(k.p).ok());
+    CHECK(std::memcmp(out1.data(), k.outb.data(), out1.size() * 2) == 0);
+    CHECK(std::memcmp(lse1.data(), k.lse.data(), lse1.size() * 4) == 0);
+  }
 }
 
 TEST_CASE("sparse_mla_decode matches the FlashMLA FP8 golden case", "[sparse_mla_decode][golden]") {
@@ -399,6 +407,7 @@ TEST_CASE("sparse_mla_decode rejects bad input for every argument and writes not
   SECTION("sm_scale NaN") { p.sm_scale = std::nanf(""); code = kInv; needle = "sm_scale = nan"; }
   SECTION("sm_scale negative") { p.sm_scale = -1.0f; code = kInv; needle = "sm_scale = -1"; }
   SECTION("lse_base") { p.lse_base = static_cast<LseBase>(-3); code = kInv; needle = "lse_base = -3"; }
+  SECTION("num_splits negative") { p.num_splits = -1; code = kInv; needle = "num_splits = -1"; }
   const Status s = run(p);
   mla_test::expect_failure(s, code, "sparse_mla_decode", needle);
   CHECK(mla_test::all_bytes(k.outb, 0xFF));
