@@ -42,8 +42,9 @@ extern "C" {
 /* ABI version: major << 16 | minor. A struct whose abi_version has another major is rejected;
  * a newer minor only appends fields. */
 #define DSA_ABI_VERSION_MAJOR 1
-#define DSA_ABI_VERSION_MINOR 2  /* 1.1: dsa_indexer_bwd_params gained dq_post, dk_post, dw_post;
-                                    1.2: the fused dsa_indexer_topk op */
+#define DSA_ABI_VERSION_MINOR 3  /* 1.1: dsa_indexer_bwd_params gained dq_post, dk_post, dw_post;
+                                    1.2: the fused dsa_indexer_topk op;
+                                    1.3: dsa_sparse_mla_decode_params gained num_splits */
 #define DSA_ABI_VERSION ((uint32_t)((DSA_ABI_VERSION_MAJOR << 16) | DSA_ABI_VERSION_MINOR))
 
 /* ---- status codes (dsa::StatusCode) -------------------------------------------------------- */
@@ -267,6 +268,8 @@ typedef struct dsa_sparse_mla_decode_params {
   dsa_tensor lse;         /* [b, s_q, h_q] f32, out */
   float sm_scale;         /* 0: required (> 0) */
   dsa_lse_base lse_base;  /* DSA_LSE_BASE_NATURAL */
+  int32_t num_splits;     /* ABI 1.3; 1: never split, batch-invariant (also for an older caller's
+                             shorter struct); n >= 2: n splits; 0: automatic (bits depend on b) */
 } dsa_sparse_mla_decode_params;
 
 typedef struct dsa_dense_mla_fwd_params {

@@ -23,7 +23,7 @@
 #define DSA_C_FIELDS_sparse_mla_fwd(F) \
   F(q) F(kv) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
 #define DSA_C_FIELDS_sparse_mla_decode(F) \
-  F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base)
+  F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base) F(num_splits)
 #define DSA_C_FIELDS_dense_mla_fwd(F) \
   F(q) F(kv) F(ks) F(ke) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
 #define DSA_C_FIELDS_indexer_topk(F)                                                                 \

@@ -42,7 +42,7 @@ namespace {
 #define FIELDS_sparse_mla_fwd(F) \
   F(q) F(kv) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
 #define FIELDS_sparse_mla_decode(F) \
-  F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base)
+  F(q) F(cache) F(indices) F(topk_length) F(attn_sink) F(out) F(lse) F(sm_scale) F(lse_base) F(num_splits)
 #define FIELDS_dense_mla_fwd(F) F(q) F(kv) F(ks) F(ke) F(out) F(lse) F(max_logits) F(sm_scale) F(lse_base)
 #define FIELDS_indexer_topk(F)                                                                    \
   F(q) F(k) F(k_scale) F(weights) F(ks) F(ke) F(indices) F(out_scores) F(k_eff) F(domain) F(sorted) \
@@ -722,4 +722,33 @@ TEST_CASE("C ABI: quantize prefix without scale_format uses ue8m0, not the calle
     int e;
     CHECK(std::frexp(s, &e) == 0.5f);
   }
+}
+
+TEST_CASE("C ABI 1.3: sparse_mla_decode num_splits, an ABI 1.2 struct reads 1, negative is rejected",
+          "[c_api]") {
+#if UINTPTR_MAX == UINT64_MAX
+  static_assert(offsetof(dsa_sparse_mla_decode_params, num_splits) == 576, "LP64 offset (docs/c_abi.md)");
+  static_assert(sizeof(dsa_sparse_mla_decode_params) == 584, "LP64 size (docs/c_abi.md)");
+#endif
+  static_assert(DSA_ABI_VERSION_MINOR >= 3, "num_splits is ABI 1.3");
+  Problem b;
+  SparseMlaDecodeParams p;
+  build(b, p);
+  dsa_sparse_mla_decode_params c = to_c(p);
+  CHECK(c.num_splits == 1);
+  c.num_splits = -1;
+  b.poison();
+  CHECK(dsa_sparse_mla_decode_supports(&c) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(std::string(dsa_last_error_message()).find("num_splits = -1") != std::string::npos);
+  CHECK(dsa_sparse_mla_decode_run(&c, nullptr, 0, nullptr) == DSA_STATUS_INVALID_ARGUMENT);
+  CHECK(b.untouched());
+  // A caller built against ABI 1.2 declares the struct without num_splits: the library reads the
+  // default 1 (never split), whatever its memory holds there, and init leaves those bytes alone.
+  c.struct_size = offsetof(dsa_sparse_mla_decode_params, num_splits);
+  c.abi_version = (DSA_ABI_VERSION_MAJOR << 16) | 2;
+  CHECK(dsa_sparse_mla_decode_supports(&c) == DSA_STATUS_OK);
+  check_same(capture(b, [&] { return code(dsa::run(p)); }),
+             capture(b, [&] { return dsa_sparse_mla_decode_run(&c, nullptr, 0, nullptr); }));
+  CHECK(dsa_sparse_mla_decode_params_init(&c) == DSA_STATUS_OK);
+  CHECK(c.num_splits == -1);
 }
