@@ -17,13 +17,16 @@
 // Decode is the same kernel over b·s_q query tokens with a paged loader. Bad values (topk_length
 // out of range) are clamped to [0, topk] — the CPU reference rejects them.
 //
-// Split-KV (decode only): when the b·s_q·groups blocks would leave SMs idle, each query row's topk
-// slots are cut into n_split contiguous ranges of split_chunks·kBK slots and one block runs each
-// (token, group, split). A split stores its un-normalized fp32 O (512 columns) and its base-2
+// Split-KV (decode only, SparseMlaDecodeParams::num_splits): each query row's topk slots are cut
+// into n_split contiguous ranges of split_chunks·kBK slots and one block runs each (token, group,
+// split). num_splits = 1 (default) never splits; n ≥ 2 asks for n splits; 0 splits only when the
+// b·s_q·groups blocks would leave SMs idle. A split stores its un-normalized fp32 O (512 columns) and its base-2
 // running max m and sum l into the caller's workspace; combine_kernel then merges the splits of a
 // row in fixed order 0, 1, … (M = max m_s, w_s = 2^(m_s − M), L = Σ w_s·l_s, out = Σ w_s·O_s / L)
 // and applies the same epilogue as the unsplit kernel (empty row, sink, lse base, out dtype).
-// n_split depends only on the shape and the SM count (split_plan), so reruns are bitwise equal.
+// n_split depends only on the shape, num_splits and the SM count (split_plan), so reruns are
+// bitwise equal; for num_splits ≠ 0 it depends on topk and num_splits only, so a row's bits do not
+// depend on the other rows of the batch (SPEC D11). Automatic splitting (0) trades that away.
 #include <cuda_bf16.h>
 
 #include <climits>
@@ -32,6 +35,7 @@
 
 #include "common/cuda_common.cuh"
 #include "common/op_list.hpp"
+#include "attention/sparse_mla_wgmma.cuh"
 
 namespace dsa::cuda_backend {
 
@@ -688,6 +692,7 @@ size_t workspace_size(const SparseMlaFwdParams&) { return 0; }
 Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
   Status s = cuda_backend::supports(p);
   if (!s.ok()) return s;
+  if (sparse_mla_wgmma_applies(p)) return run_sparse_mla_wgmma(p, stream);  // sm_90a fast path
   AttnArgs a = prefill_args(p);
   a.indices = static_cast<const int32_t*>(p.indices.data);
   a.i_sb = p.indices.stride[0], a.i_ss = 0;
@@ -716,27 +721,18 @@ Status run(const DenseMlaFwdParams& p, void*, size_t, Stream stream) {
 
 // ---- OP-SMLA-DEC ----------------------------------------------------------------------------------
 
-Status supports(const SparseMlaDecodeParams& p) {
-  constexpr const char* op = "sparse_mla_decode";
-  if (p.indices.shape[2] > INT_MAX || p.q.shape[2] > INT_MAX)
-    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": topk and h_q must be below 2^31");
-  if (p.out.dtype != DType::kBF16 && p.out.dtype != DType::kF32)
-    return Status(StatusCode::kUnsupportedDtype, std::string(op) + ": out.dtype must be bf16 or f32");
-  if (p.q.shape[0] > 0 && p.q.shape[1] > INT64_MAX / p.q.shape[0])
-    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": b·s_q overflows");
-  return check_grid(op, p.q.shape[0] * p.q.shape[1], static_cast<int>(p.q.shape[2]));
-}
 namespace {
 
 constexpr int kMinSplitChunks = 4;  // ≥ 128 keys per split: amortizes the Q tile load and the partial
 
-// The split-KV decision for decode (a function of the shape and the SM count only, so reruns give
-// the same bits). base = b·s_q·groups blocks; with one resident block per SM (HG = 64), a grid below
-// one wave leaves SMs idle. Rule: split only when base ≤ sm_count / 2; then n_split = the most
-// splits that still fit in one wave (⌊sm_count / base⌋), at most ⌈chunks / 4⌉ so that every split
-// has ≥ 4 key chunks; the chunks are dealt out evenly (split_chunks = ⌈chunks / n_split⌉) and
+// The split-KV decision for decode. num_splits = 1: none. num_splits = n ≥ 2: want n (a function of
+// topk and n only, so batch-invariant). num_splits = 0 (automatic; depends on the batch and the SM
+// count): base = b·s_q·groups blocks; with one resident block per SM (HG = 64), a grid below one
+// wave leaves SMs idle. Split only when base ≤ sm_count / 2; then want the most splits that still
+// fit in one wave (⌊sm_count / base⌋), at most ⌈chunks / 4⌉ so that every split has ≥ 4 key chunks.
+// Either way (deal) the chunks are dealt out evenly (split_chunks = ⌈chunks / n⌉, n ≤ chunks) and
 // n_split is recomputed so that no split is entirely past topk. Rows with a shorter topk_length
-// just leave their last splits empty. Larger batches keep the unsplit kernel.
+// just leave their last splits empty.
 struct SplitPlan {
   int n_split = 1, split_chunks = 0;
   size_t o_bytes = 0, ml_bytes = 0;  // each rounded up to 256 bytes
@@ -745,24 +741,32 @@ struct SplitPlan {
 
 size_t round256(size_t n) { return (n + 255) / 256 * 256; }
 
+// sm_count is read only for num_splits = 0 (automatic); with 0 there, automatic means no split.
 SplitPlan split_plan(const SparseMlaDecodeParams& p, int sm_count) {
   SplitPlan plan;
-  if (p.q.rank != 4 || p.indices.rank != 3) return plan;
+  if (p.num_splits == 1 || p.num_splits < 0 || p.q.rank != 4 || p.indices.rank != 3) return plan;
   const int64_t tokens = p.q.shape[0] * p.q.shape[1], h_q = p.q.shape[2], topk = p.indices.shape[2];
-  if (tokens <= 0 || h_q <= 0 || h_q > INT_MAX || topk <= 0 || topk > INT_MAX || sm_count <= 0) return plan;
-  const int hg = wide_groups(static_cast<int>(h_q)) ? 64 : 16;
-  const int64_t base = tokens * ((h_q + hg - 1) / hg);
-  if (base > sm_count / 2) return plan;
+  if (tokens <= 0 || h_q <= 0 || h_q > INT_MAX || topk <= 0 || topk > INT_MAX) return plan;
   const int64_t chunks = (topk + kBK - 1) / kBK;
-  int64_t n = sm_count / base;
-  const int64_t n_max = (chunks + kMinSplitChunks - 1) / kMinSplitChunks;
-  if (n > n_max) n = n_max;
+  int64_t n = p.num_splits;
+  if (n == 0) {
+    if (sm_count <= 0) return plan;
+    const int hg = wide_groups(static_cast<int>(h_q)) ? 64 : 16;
+    const int64_t base = tokens * ((h_q + hg - 1) / hg);
+    if (base > sm_count / 2) return plan;
+    n = sm_count / base;
+    const int64_t n_max = (chunks + kMinSplitChunks - 1) / kMinSplitChunks;
+    if (n > n_max) n = n_max;
+  }
+  // deal: at most one split per chunk, equal chunk counts, none wholly past topk.
+  if (n > chunks) n = chunks;
   if (n < 2) return plan;
   const int64_t per = (chunks + n - 1) / n;
   n = (chunks + per - 1) / per;
   if (n < 2) return plan;
   plan.n_split = static_cast<int>(n);
   plan.split_chunks = static_cast<int>(per);
+  // supports() bounds tokens·h_q·n (explicit n); automatic n keeps it below a wave's rows.
   const size_t rows = static_cast<size_t>(tokens * h_q) * static_cast<size_t>(n);
   plan.o_bytes = round256(rows * kDV * sizeof(float));
   plan.ml_bytes = round256(rows * 2 * sizeof(float));
@@ -770,6 +774,34 @@ SplitPlan split_plan(const SparseMlaDecodeParams& p, int sm_count) {
 }
 
 }  // namespace
+
+Status supports(const SparseMlaDecodeParams& p) {
+  constexpr const char* op = "sparse_mla_decode";
+  if (p.indices.shape[2] > INT_MAX || p.q.shape[2] > INT_MAX)
+    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": topk and h_q must be below 2^31");
+  if (p.out.dtype != DType::kBF16 && p.out.dtype != DType::kF32)
+    return Status(StatusCode::kUnsupportedDtype, std::string(op) + ": out.dtype must be bf16 or f32");
+  if (p.q.shape[0] > 0 && p.q.shape[1] > INT64_MAX / p.q.shape[0])
+    return Status(StatusCode::kUnsupportedShape, std::string(op) + ": b·s_q overflows");
+  const int64_t tokens = p.q.shape[0] * p.q.shape[1];
+  const Status s = check_grid(op, tokens, static_cast<int>(p.q.shape[2]));
+  if (!s.ok()) return s;
+  // An explicit num_splits multiplies the grid and sizes the partials (automatic splits only grids
+  // under half a wave). Limits: (tokens·groups)·n blocks and tokens·h_q combine blocks below 2^31;
+  // tokens·h_q·n partial rows of 2 KiB within int64 bytes.
+  const SplitPlan plan = split_plan(p, 0);
+  if (plan.n_split > 1) {
+    const int64_t h_q = p.q.shape[2], hg = wide_groups(static_cast<int>(h_q)) ? 64 : 16;
+    const int64_t blocks = tokens * ((h_q + hg - 1) / hg);
+    if (blocks > INT_MAX / plan.n_split || tokens > INT_MAX / h_q ||
+        tokens * h_q > (INT64_MAX / 4096) / plan.n_split)
+      return Status(StatusCode::kUnsupportedShape,
+                    std::string(op) + ": num_splits = " + std::to_string(p.num_splits) + " (" +
+                        std::to_string(plan.n_split) + " splits) over " + std::to_string(tokens) +
+                        " query tokens exceeds the CUDA grid limit (2^31 − 1 blocks) or the workspace size range");
+  }
+  return Status();
+}
 
 size_t workspace_size(const SparseMlaDecodeParams& p) {
   if (!cuda_backend::supports(p).ok()) return 0;
