@@ -6,7 +6,7 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Two kernels. Sorted k ≤ 2048 (DSA's k) and unsorted outputs of rows up to 786K columns run the
+// Two kernels. Sorted k ≤ 2048 (DSA's k) and unsorted outputs of rows up to 753K columns run the
 // cluster kernel of topk_cluster.cu on sm_90 (one thread-block cluster per row, the row held in
 // shared memory, read from HBM once). Everything else — sorted k > 2048, longer rows, devices
 // without clusters — runs this file's kernel. Both give the same bits.

@@ -8,30 +8,36 @@
 // histograms through distributed shared memory (DSMEM). Small batches get larger clusters so that
 // rows·C fills the GPU (decode: 64 rows × 128K → 512 CTAs).
 //
-// Per row (every CTA of the cluster runs the same branches, decided from cluster-wide counts):
+// Per row (every CTA of the cluster runs the same branches, decided from cluster-wide counts), with
+// four cluster barriers:
 //   1. load: CTA c converts its slice of [ks, ke) (aligned down to 16 bytes, so float4 loads) to
 //      order-preserving keys in shared memory, counts the valid ones and histograms bits 31..21;
 //   2. if k_eff = min(k, |V|) < |V|: three radix passes (11, 11, 10 bits) find T, the k_eff-th
 //      largest key, and m, how many keys equal to T are taken ("ties go to the lowest columns").
-//      Each pass: local histogram → cluster barrier → CTA c sums, over all CTAs, the bins of the
-//      32-bin-group "segments" s ≡ c (mod C) in place (nobody else reads those bins of its
-//      histogram) with one total per segment → cluster barrier → warp 0 of every CTA scans the 32
-//      segment totals, then the chosen segment's bins, and picks the digit;
-//   3. count: each warp counts keys > T and == T over its contiguous eighth of the slice; CTAs
-//      publish their counts → cluster barrier → each CTA derives its output offset and how many of
-//      its ties it takes, from the CTAs before it (column order), then per warp the same;
-//   4. write: each warp walks its part in column order, ranks ties and output slots with warp
-//      scans, and writes (key, column) into CTA 0's shared buffer (sorted) or the index straight to
-//      its final place (unsorted: ascending column, the reference's order);
-//   5. sorted: cluster barrier, then CTA 0 sorts the ≤ 2048 (key, column) pairs descending with a
-//      stable cub::BlockRadixSort (the buffer is in column order, so equal keys stay in ascending
-//      column order) and writes indices (and scores) in the requested domain, −1 padding, k_eff.
+//      Each pass: local histogram → remote atomic adds into the owners' merged bins (the 32
+//      segments of a pass are owned round-robin by the CTAs) and segment totals; the local
+//      histogram becomes a suffix-sum array → cluster barrier → warp 0 of every CTA scans the 32
+//      segment totals, then the chosen segment's merged bins, and picks the digit;
+//   3. count: every CTA's keys > T and == T follow from the published suffix sums (three loads
+//      per CTA, no barrier): each CTA derives its output offset and its share of the ties from the
+//      CTAs before it (column order), then per warp from a local count;
+//   4. write: each warp walks its contiguous part in column order, ranks ties and output slots
+//      with ballots, and writes (key, column) into CTA 0's shared buffer (sorted) or the index
+//      straight to its final place (unsorted: ascending column, the reference's order) → cluster
+//      barrier (the row's last);
+//   5. sorted: CTA 0 sorts the ≤ 2048 (key, column) pairs descending with a stable
+//      cub::BlockRadixSort (the buffer is in column order, so equal keys stay in ascending column
+//      order) and writes indices (and scores) in the requested domain, −1 padding, k_eff, while
+//      the other CTAs load the next row.
 // No candidate buffer can overflow: every pass counts, the write step places exactly k_eff entries.
 //
-// Taken when: sorted and k ≤ 2048, or unsorted with any k; rows up to 16 × 48K keys (786K
+// Taken when: sorted and k ≤ 2048, or unsorted with any k; rows up to 16 × 46K keys (753K
 // columns); compute capability ≥ 9.0 (clusters). Everything else runs topk.cu's kernel.
+// Cluster size: the smallest power of two whose slices hold ≤ ~17K keys, doubled while rows·C
+// covers the GPU less than twice; DSA_TOPK_CLUSTER=1|2|4|8|16 overrides it (a tuning knob).
 #include <cooperative_groups.h>
 
+#include <cstdlib>
 #include <mutex>
 
 #include <cub/block/block_radix_sort.cuh>
@@ -51,40 +57,53 @@ constexpr int kSortItems = static_cast<int>(kClusterMaxSortedK) / kThreads;
 // uint4 and the loops need no tails.
 constexpr int64_t kSliceQuantum = kWarps * 32 * 4;
 constexpr int64_t kSliceTarget = 16 * 1024 + kSliceQuantum;  // ≈ 70 KB of keys: 2 CTAs per SM
-constexpr int64_t kSliceMax = 48 * 1024;                     // 192 KB: the longest rows, 1 CTA per SM
+constexpr int64_t kSliceMax = 46 * 1024;                     // 184 KB: the longest rows, 1 CTA per SM
 constexpr int64_t kMinSliceToSplit = 4096;  // do not split rows finer than this to fill the GPU
 constexpr int kMaxCluster = 16;             // non-portable on sm_90; 8 is the portable limit
 
 constexpr int kBins0 = 2048, kBins1 = 2048, kBins2 = 1024;  // digits: bits 31..21, 20..10, 9..0
-constexpr int kSegments = 32;
+constexpr int kBinsTotal = kBins0 + kBins1 + kBins2;
+constexpr int kSegments = 32;  // per pass; segment s is owned (merged) by CTA s mod C
+__device__ __host__ __forceinline__ constexpr int seg_bins(int pass) { return (pass == 2 ? kBins2 : kBins0) / kSegments; }
 
 using BlockSort = cub::BlockRadixSort<uint32_t, kThreads, kSortItems, int32_t>;
 
 struct Shared {
+  // This CTA's histograms of the three passes; after its pushes each becomes a suffix-sum array
+  // (suffix[j] = keys with digit ≥ j), which the other CTAs read to derive this CTA's counts.
+  int hist[kBinsTotal];
   union {
-    int hist[kBins0 + kBins1 + kBins2];  // the three passes' histograms, one after the other; CTA
-                                         // c's bins of its own segments end up holding cluster sums
     struct {
       uint32_t key[kClusterMaxSortedK];
       int32_t col[kClusterMaxSortedK];
     } gather;  // CTA 0, sorted mode: the selected (key, column − ks), in column order
     typename BlockSort::TempStorage sort;
   } u;
-  int seg_total[3][kSegments];
+  int seg_total[3][kSegments];  // cluster totals of the segments this CTA owns
   int warp_gt[kWarps], warp_eq[kWarps];
   int warp_off[kWarps], warp_take_eq[kWarps];
-  int valid[2];        // published: valid keys of this CTA's slice (by row parity, see the loop)
-  int cta_gt, cta_eq;  // published: keys > T and == T in this CTA's slice
-  int digit, need;     // warp 0 → block broadcast
+  int valid;  // valid keys of this CTA's slice
+  int digit, need;  // warp 0 → block broadcast
 };
 
 __device__ __host__ __forceinline__ int64_t slice_keys(int64_t span, int64_t C) {
   return (span + C - 1) / C + kSliceQuantum - 1 - ((span + C - 1) / C + kSliceQuantum - 1) % kSliceQuantum;
 }
 
+// Ints of merged bins a CTA owns, per pass and in all: ceil(32 / C) segments of each pass.
+__device__ __host__ __forceinline__ int merged_ints(int C) { return (kSegments + C - 1) / C * (kBinsTotal / kSegments); }
+__device__ __forceinline__ int merged_base(int pass, int C) {
+  const int segs = (kSegments + C - 1) / C;
+  return pass == 0 ? 0 : (pass == 1 ? segs * seg_bins(0) : segs * (seg_bins(0) + seg_bins(1)));
+}
+// Where bin j of pass p lives in its owner's merged array.
+__device__ __forceinline__ int merged_index(int pass, int j, int C) {
+  const int seg = seg_bins(pass), s = j / seg;
+  return merged_base(pass, C) + (s / C) * seg + j % seg;
+}
+
 __device__ __forceinline__ int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// Inclusive and exclusive warp prefix sums.
 __device__ __forceinline__ int warp_inclusive(int v, int lane) {
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -94,33 +113,66 @@ __device__ __forceinline__ int warp_inclusive(int v, int lane) {
   return v;
 }
 
-// Given the local histograms `hist` of every CTA (complete: called right after a cluster barrier)
-// and the rank `need` (1 ≤ need ≤ the number of keys counted), finds the digit d with
-// count(digits > d) < need ≤ count(digits ≥ d) and returns need − count(digits > d). Ends with a
-// block barrier; every thread returns the same values.
-__device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared& sm, int* hist, int nbins,
-                                             int pass, int need, int* digit_out, int* need_out) {
+// After the local histogram of pass p is complete (block barrier): adds it into the owners'
+// merged bins and segment totals (remote atomics; the cluster barrier that follows makes them
+// visible), then turns it into a suffix-sum array in place. Each thread owns nbins/256 contiguous
+// bins, so the 8 threads of a segment reduce its total with shuffles.
+__device__ __forceinline__ void push_and_suffix(cg::cluster_group& cluster, Shared& sm, int* merged, int pass,
+                                                int* hist, int nbins) {
   const int C = static_cast<int>(cluster.num_blocks());
-  const int me = static_cast<int>(cluster.block_rank());
-  const int seg = nbins / kSegments;
-  // A: the cluster sums of the bins of my segments, in place, and their segment totals.
-  for (int j = threadIdx.x; j < nbins; j += kThreads) {
-    const int s = j / seg;
-    if (s % C != me) continue;
-    // Unrolled to the largest cluster so the C remote loads are in flight together (a DSMEM load
-    // costs hundreds of cycles; one at a time, 16 of them would cost microseconds per pass).
-    int part[kMaxCluster];
+  const int per = nbins / kThreads;  // 8 or 4
+  const int j0 = threadIdx.x * per;
+  const int lane = threadIdx.x & 31;
+  int v[8];
+  int sum = 0;
 #pragma unroll
-    for (int c = 0; c < kMaxCluster; ++c) part[c] = c < C ? cluster.map_shared_rank(hist, c)[j] : 0;
-    int sum = 0;
+  for (int i = 0; i < 8; ++i) {
+    v[i] = i < per ? hist[j0 + i] : 0;
+    sum += v[i];
+  }
+  const int s = j0 / seg_bins(pass);
+  const int owner = s % C;
+  int* remote = cluster.map_shared_rank(merged, owner);
 #pragma unroll
-    for (int c = 0; c < kMaxCluster; ++c) sum += part[c];
-    hist[j] = sum;
-    atomicAdd(&sm.seg_total[pass][s], sum);
+  for (int i = 0; i < 8; ++i)
+    if (i < per && v[i] != 0) atomicAdd(remote + merged_index(pass, j0 + i, C), v[i]);
+  int seg_sum = sum;  // the 8 consecutive threads of one segment
+  seg_sum += __shfl_xor_sync(0xffffffffu, seg_sum, 1);
+  seg_sum += __shfl_xor_sync(0xffffffffu, seg_sum, 2);
+  seg_sum += __shfl_xor_sync(0xffffffffu, seg_sum, 4);
+  if ((lane & 7) == 0 && seg_sum != 0) atomicAdd(cluster.map_shared_rank(&sm.seg_total[pass][s], owner), seg_sum);
+  // Suffix sums over the whole histogram: within the thread, then over threads (higher bins first).
+  // Suffix sums over the whole histogram: the lanes above in this warp, then the warps above.
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int t = __shfl_down_sync(0xffffffffu, incl, o);
+    if (lane + o < 32) incl += t;
+  }
+  int above = incl - sum;
+  __syncthreads();  // every thread has read hist[] and pushed
+  const int warp = threadIdx.x >> 5;
+  if (lane == 0) sm.warp_gt[warp] = incl;  // the warp's total (borrowed array, free here)
+  __syncthreads();
+  for (int w = warp + 1; w < kWarps; ++w) above += sm.warp_gt[w];
+  int run = above;
+#pragma unroll
+  for (int i = 7; i >= 0; --i) {
+    if (i >= per) continue;
+    run += v[i];
+    hist[j0 + i] = run;
   }
   __syncthreads();
-  cluster.sync();
-  // B: warp 0 scans segments from the highest down, then the bins of the one that crosses `need`.
+}
+
+// After the cluster barrier that follows every CTA's push of pass p: the digit d with
+// count(digits > d) < need ≤ count(digits ≥ d) and need − count(digits > d). Warp 0 scans the 32
+// segment totals (from their owners), then the chosen segment's merged bins. Ends with a block
+// barrier; every thread returns the same values.
+__device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared& sm, int* merged, int pass,
+                                             int need, int* digit_out, int* need_out) {
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int seg = seg_bins(pass);
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     const int s = kSegments - 1 - lane;
@@ -129,16 +181,16 @@ __device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared&
     const unsigned cross = __ballot_sync(0xffffffffu, incl - tot < need && need <= incl);
     const int src = __ffs(cross) - 1;
     const int s_star = kSegments - 1 - src;
-    int rest = need - __shfl_sync(0xffffffffu, incl - tot, src);
-    const int* owner = cluster.map_shared_rank(hist, s_star % C);
+    const int rest = need - __shfl_sync(0xffffffffu, incl - tot, src);
+    const int* owner = cluster.map_shared_rank(merged, s_star % C);
     const int per = seg / 32;  // 2 or 1 bins per lane, descending
     const int top = s_star * seg + seg - 1;
-    int b0 = owner[top - lane * per], b1 = per > 1 ? owner[top - lane * per - 1] : 0;
+    const int b0 = owner[merged_index(pass, top - lane * per, C)];
+    const int b1 = per > 1 ? owner[merged_index(pass, top - lane * per - 1, C)] : 0;
     const int mine = b0 + b1;
     const int incl2 = warp_inclusive(mine, lane);
     const unsigned cross2 = __ballot_sync(0xffffffffu, incl2 - mine < rest && rest <= incl2);
-    const int src2 = __ffs(cross2) - 1;
-    if (lane == src2) {
+    if (lane == __ffs(cross2) - 1) {
       int cum = incl2 - mine;
       int d = top - lane * per;
       if (per > 1 && cum + b0 < rest) {
@@ -154,18 +206,32 @@ __device__ __forceinline__ void cluster_pick(cg::cluster_group& cluster, Shared&
   *need_out = sm.need;
 }
 
-__global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_constant__ TopKArgs a) {
-  extern __shared__ uint4 dyn_keys[];  // this CTA's slice as keys
-  uint32_t* keys = reinterpret_cast<uint32_t*>(dyn_keys);
+// Zeroes this CTA's merged bins and segment totals of pass p (once nobody reads them any more).
+__device__ __forceinline__ void clear_merged(Shared& sm, int* merged, int pass, int C) {
+  const int n = ((kSegments + C - 1) / C) * seg_bins(pass), b = merged_base(pass, C);
+  for (int i = threadIdx.x; i < n; i += kThreads) merged[b + i] = 0;
+  if (threadIdx.x < kSegments) sm.seg_total[pass][threadIdx.x] = 0;
+}
+
+__global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_constant__ TopKArgs a, int L_cap) {
+  extern __shared__ uint4 dyn[];  // this CTA's slice as keys (L_cap), then its merged bins
+  uint4* dyn_keys = dyn;
+  int* merged = reinterpret_cast<int*>(dyn + L_cap / 4);
   __shared__ Shared sm;
   cg::cluster_group cluster = cg::this_cluster();
   const int C = static_cast<int>(cluster.num_blocks());
   const int me = static_cast<int>(cluster.block_rank());
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t n_clusters = gridDim.x / C;
+  int* h0 = sm.hist;
+  int* h1 = h0 + kBins0;
+  int* h2 = h1 + kBins1;
 
-  int parity = 0;
-  for (int64_t r = blockIdx.x / C; r < a.rows; r += n_clusters, parity ^= 1) {
+  // Merged bins receive other CTAs' remote adds: zero them before anyone can push.
+  for (int p = 0; p < 3; ++p) clear_merged(sm, merged, p, C);
+  cluster.sync();
+
+  for (int64_t r = blockIdx.x / C; r < a.rows; r += n_clusters) {
     int64_t ks, ke;
     row_range(a, r, &ks, &ke);
     const float* row = a.scores + r * a.sc_s0;
@@ -175,14 +241,8 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
     const int64_t base = vs + me * L;
     const int nvec = static_cast<int>(L / 4);
 
-    int* h0 = sm.u.hist;
-    int* h1 = h0 + kBins0;
-    int* h2 = h1 + kBins1;
-    for (int i = tid; i < kBins0 + kBins1 + kBins2; i += kThreads) h0[i] = 0;
-    for (int i = tid; i < 3 * kSegments; i += kThreads) sm.seg_total[i / kSegments][i % kSegments] = 0;
-    // valid is double-buffered by row parity: a CTA that finds k_eff = 0 goes on to the next row
-    // without another cluster barrier while slower CTAs may still read this row's counts.
-    if (tid == 0) sm.valid[parity] = 0;
+    for (int i = tid; i < kBinsTotal; i += kThreads) h0[i] = 0;
+    if (tid == 0) sm.valid = 0;
     __syncthreads();
 
     // 1. Load, convert, count, first histogram. Four float4 loads in flight per thread.
@@ -222,21 +282,25 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
       }
     }
     valid = __reduce_add_sync(0xffffffffu, valid);
-    if (lane == 0 && valid) atomicAdd(&sm.valid[parity], valid);
+    if (lane == 0 && valid) atomicAdd(&sm.valid, valid);
     __syncthreads();
-    cluster.sync();
+    push_and_suffix(cluster, sm, merged, 0, h0, kBins0);
+    cluster.sync();  // barrier 1: pass-0 histograms merged, valid counts published
 
-    int nvalid = lane < C ? *cluster.map_shared_rank(&sm.valid[parity], lane) : 0;
+    int nvalid = lane < C ? *cluster.map_shared_rank(&sm.valid, lane) : 0;
     nvalid = __reduce_add_sync(0xffffffffu, nvalid);
     const int keff = static_cast<int>(a.k < nvalid ? a.k : nvalid);
 
+    if (keff == 0 || keff == nvalid) {
+      clear_merged(sm, merged, 0, C);  // read by nobody this row; every push landed before barrier 1
+    }
     if (keff > 0) {
       // 2. The cut: T and m. A cut at |V| needs no search (T = 0 takes every valid key).
       uint32_t T = 0u;
-      int m = 0;
+      int m = 0, d0 = 0, d1 = 0, d2 = 0;
       if (keff < nvalid) {
-        int d0, d1, d2, need;
-        cluster_pick(cluster, sm, h0, kBins0, 0, keff, &d0, &need);
+        int need;
+        cluster_pick(cluster, sm, merged, 0, keff, &d0, &need);
         for (int v = tid; v < nvec; v += kThreads) {
           const uint4 k4 = dyn_keys[v];
           const uint32_t kk[4] = {k4.x, k4.y, k4.z, k4.w};
@@ -245,8 +309,10 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
             if ((kk[i] >> 21) == static_cast<uint32_t>(d0)) atomicAdd(&h1[(kk[i] >> 10) & 2047u], 1);
         }
         __syncthreads();
-        cluster.sync();
-        cluster_pick(cluster, sm, h1, kBins1, 1, need, &d1, &need);
+        push_and_suffix(cluster, sm, merged, 1, h1, kBins1);
+        cluster.sync();  // barrier 2: every CTA is past its pass-0 reads
+        clear_merged(sm, merged, 0, C);
+        cluster_pick(cluster, sm, merged, 1, need, &d1, &need);
         const uint32_t p22 = (static_cast<uint32_t>(d0) << 11) | static_cast<uint32_t>(d1);
         for (int v = tid; v < nvec; v += kThreads) {
           const uint4 k4 = dyn_keys[v];
@@ -256,13 +322,40 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
             if ((kk[i] >> 10) == p22) atomicAdd(&h2[kk[i] & 1023u], 1);
         }
         __syncthreads();
-        cluster.sync();
-        cluster_pick(cluster, sm, h2, kBins2, 2, need, &d2, &need);
+        push_and_suffix(cluster, sm, merged, 2, h2, kBins2);
+        cluster.sync();  // barrier 3
+        clear_merged(sm, merged, 1, C);
+        cluster_pick(cluster, sm, merged, 2, need, &d2, &need);
         T = (p22 << 10) | static_cast<uint32_t>(d2);
         m = need;
       }
 
-      // 3. Counts per warp (each warp owns a contiguous run of the slice), per CTA, then offsets.
+      // 3. Counts. Each CTA's keys > T and == T follow from its published suffix sums:
+      //    > T: digit0 > d0, or digit0 = d0 and digit1 > d1, or both equal and digit2 > d2.
+      if (warp == 0) {
+        int g = 0, e = 0;
+        if (lane < C) {
+          const int* hc = cluster.map_shared_rank(sm.hist, lane);
+          if (keff < nvalid) {
+            const int s2 = d2 + 1 < kBins2 ? hc[kBins0 + kBins1 + d2 + 1] : 0;
+            g = (d0 + 1 < kBins0 ? hc[d0 + 1] : 0) + (d1 + 1 < kBins1 ? hc[kBins0 + d1 + 1] : 0) + s2;
+            e = hc[kBins0 + kBins1 + d2] - s2;
+          } else {
+            g = *cluster.map_shared_rank(&sm.valid, lane);  // T = 0: every valid key
+          }
+        }
+        // Ties go to the lowest columns: CTA by CTA (lanes), then warp by warp.
+        const int e_incl = warp_inclusive(lane < me ? e : 0, lane);
+        const int e_mine = __shfl_sync(0xffffffffu, e, me);
+        const int before_eq = __shfl_sync(0xffffffffu, e_incl, 31);
+        const int take = lane < me ? clampi(m - (e_incl - e), 0, e) : 0;
+        const int off = __reduce_add_sync(0xffffffffu, lane < me ? g + take : 0);
+        if (lane == 0) {
+          sm.warp_off[0] = off;                                 // this CTA's first output slot
+          sm.warp_take_eq[0] = clampi(m - before_eq, 0, e_mine);  // its share of the ties
+        }
+      }
+      // Per warp (each warp owns a contiguous run of the slice): counts, then offsets.
       const int per_warp = nvec / kWarps;  // a multiple of 32
       const int v_begin = warp * per_warp;
       int gt = 0, eq = 0;
@@ -273,64 +366,63 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
       }
       gt = __reduce_add_sync(0xffffffffu, gt);
       eq = __reduce_add_sync(0xffffffffu, eq);
+      __syncthreads();  // warp 0's results are in warp_off[0] / warp_take_eq[0]
       if (lane == 0) sm.warp_gt[warp] = gt, sm.warp_eq[warp] = eq;
       __syncthreads();
       if (tid == 0) {
-        int g = 0, e = 0;
-        for (int w = 0; w < kWarps; ++w) g += sm.warp_gt[w], e += sm.warp_eq[w];
-        sm.cta_gt = g;
-        sm.cta_eq = e;
-      }
-      __syncthreads();
-      cluster.sync();
-      if (warp == 0) {
-        // Ties go to the lowest columns: CTA by CTA, then warp by warp, in column order. Lane c
-        // loads CTA c's counts (all remote loads in flight at once), then prefix sums over lanes.
-        const int g = lane < me ? *cluster.map_shared_rank(&sm.cta_gt, lane) : 0;
-        const int e = lane < me ? *cluster.map_shared_rank(&sm.cta_eq, lane) : 0;
-        const int e_incl = warp_inclusive(e, lane);
-        const int take = clampi(m - (e_incl - e), 0, e);  // CTA lane's share of the ties
-        const int off_all = __reduce_add_sync(0xffffffffu, g + take);
-        const int eq_before = __shfl_sync(0xffffffffu, e_incl, 31);
-        if (lane == 0) {
-          const int my_m = clampi(m - eq_before, 0, sm.cta_eq);
-          int off = off_all, eq_w = 0;
-          for (int w = 0; w < kWarps; ++w) {
-            const int t = clampi(my_m - eq_w, 0, sm.warp_eq[w]);
-            sm.warp_off[w] = off;
-            sm.warp_take_eq[w] = t;
-            off += sm.warp_gt[w] + t;
-            eq_w += sm.warp_eq[w];
-          }
+        int off = sm.warp_off[0], eq_w = 0;
+        const int my_m = sm.warp_take_eq[0];
+        for (int w = 0; w < kWarps; ++w) {
+          const int t = clampi(my_m - eq_w, 0, sm.warp_eq[w]);
+          sm.warp_off[w] = off;
+          sm.warp_take_eq[w] = t;
+          off += sm.warp_gt[w] + t;
+          eq_w += sm.warp_eq[w];
         }
       }
       __syncthreads();
 
-      // 4. Write: ranks of ties and output slots from warp scans, in column order.
+      // 4. Write: ranks of ties and output slots from ballots, in column order (lane-major, then
+      // the lane's 4 keys).
       uint32_t* gkey = a.sorted ? cluster.map_shared_rank(sm.u.gather.key, 0) : nullptr;
       int32_t* gcol = a.sorted ? cluster.map_shared_rank(sm.u.gather.col, 0) : nullptr;
       int slot = sm.warp_off[warp];
       const int take_eq = sm.warp_take_eq[warp];
       int ties = 0;
+      const unsigned lt_mask = (1u << lane) - 1u;
       for (int it = 0; it < per_warp; it += 32) {
         const int v = v_begin + it + lane;
         const uint4 k4 = dyn_keys[v];
         const uint32_t kk[4] = {k4.x, k4.y, k4.z, k4.w};
-        const int n_eq = (kk[0] == T) + (kk[1] == T) + (kk[2] == T) + (kk[3] == T);
-        const int n_gt = (kk[0] > T) + (kk[1] > T) + (kk[2] > T) + (kk[3] > T);
-        if (__ballot_sync(0xffffffffu, (n_eq | n_gt) != 0) == 0u) continue;
-        const int eq_incl = warp_inclusive(n_eq, lane);
-        int tie_rank = ties + eq_incl - n_eq;
+        unsigned bal_eq[4], bal_gt[4];
+        unsigned any = 0u;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          bal_eq[i] = __ballot_sync(0xffffffffu, kk[i] == T);
+          bal_gt[i] = __ballot_sync(0xffffffffu, kk[i] > T);
+          any |= bal_eq[i] | bal_gt[i];
+        }
+        if (any == 0u) continue;
+        // Ties before this lane's first key, in column order, then the taken ones.
+        int tie_rank = ties;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) tie_rank += __popc(bal_eq[i] & lt_mask);
         bool take[4];
-        int n_take = 0;
+        unsigned bal_take[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           take[i] = kk[i] > T;
           if (kk[i] == T) take[i] = tie_rank++ < take_eq;
-          n_take += take[i];
+          bal_take[i] = __ballot_sync(0xffffffffu, take[i]);
         }
-        const int take_incl = warp_inclusive(n_take, lane);
-        int pos = slot + take_incl - n_take;
+        int pos = slot;
+        int total_take = 0, total_eq = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          pos += __popc(bal_take[i] & lt_mask);
+          total_take += __popc(bal_take[i]);
+          total_eq += __popc(bal_eq[i]);
+        }
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           if (!take[i]) continue;
@@ -344,38 +436,40 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
           }
           ++pos;
         }
-        ties += __shfl_sync(0xffffffffu, eq_incl, 31);
-        slot += __shfl_sync(0xffffffffu, take_incl, 31);
-      }
-
-      // 5. Sorted: CTA 0 orders the k_eff pairs (key descending; stable, so columns ascending).
-      if (a.sorted) {
-        cluster.sync();
-        if (me == 0) {
-          uint32_t sk[kSortItems];
-          int32_t sc[kSortItems];
-#pragma unroll
-          for (int i = 0; i < kSortItems; ++i) {
-            const int p = tid * kSortItems + i;
-            sk[i] = p < keff ? sm.u.gather.key[p] : 0u;  // 0 is below every selected key
-            sc[i] = p < keff ? sm.u.gather.col[p] : 0;
-          }
-          __syncthreads();
-          BlockSort(sm.u.sort).SortDescendingBlockedToStriped(sk, sc);
-#pragma unroll
-          for (int i = 0; i < kSortItems; ++i) {
-            const int p = i * kThreads + tid;
-            if (p >= keff) continue;
-            a.idx[r * a.idx_s0 + p] = to_domain(a, r, ks, sc[i]);
-            if (a.osc) a.osc[r * a.osc_s0 + p] = row[ks + sc[i]];
-          }
-          __syncthreads();  // the sort's storage aliases the next row's histograms
-        }
+        ties += total_eq;
+        slot += total_take;
       }
     }
 
-    // Padding and k_eff.
+    // The row's last barrier: every remote read of this row's histograms, counts and merged bins,
+    // and every write into CTA 0's gather buffer, is done.
+    cluster.sync();
+    clear_merged(sm, merged, 1, C);
+    clear_merged(sm, merged, 2, C);
+
     if (me == 0) {
+      // 5. Sorted: CTA 0 orders the k_eff pairs (key descending; stable, so columns ascending).
+      if (a.sorted && keff > 0) {
+        uint32_t sk[kSortItems];
+        int32_t sc[kSortItems];
+#pragma unroll
+        for (int i = 0; i < kSortItems; ++i) {
+          const int p = tid * kSortItems + i;
+          sk[i] = p < keff ? sm.u.gather.key[p] : 0u;  // 0 is below every selected key
+          sc[i] = p < keff ? sm.u.gather.col[p] : 0;
+        }
+        __syncthreads();
+        BlockSort(sm.u.sort).SortDescendingBlockedToStriped(sk, sc);
+#pragma unroll
+        for (int i = 0; i < kSortItems; ++i) {
+          const int p = i * kThreads + tid;
+          if (p >= keff) continue;
+          a.idx[r * a.idx_s0 + p] = to_domain(a, r, ks, sc[i]);
+          if (a.osc) a.osc[r * a.osc_s0 + p] = row[ks + sc[i]];
+        }
+        __syncthreads();  // the sort's storage is the next row's gather buffer
+      }
+      // Padding and k_eff.
       for (int64_t p = keff + tid; p < a.k; p += kThreads) {
         a.idx[r * a.idx_s0 + p] = -1;
         if (a.osc) a.osc[r * a.osc_s0 + p] = __uint_as_float(0xff800000u);
@@ -383,13 +477,6 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
       if (a.keff && tid == 0) a.keff[r * a.keff_s0] = keff;
     }
   }
-  // Hazards between rows: every remote read of row i's histograms, segment totals and counts comes
-  // before a cluster barrier of row i that the owner also waits at, except the reads of valid (made
-  // double-buffered above) and of cta_gt/cta_eq (rewritten only after the next row's first
-  // barrier). CTA 0's gather buffer is written only after the barrier that follows the counts. So
-  // no barrier per row is needed here, and CTA 0 sorts while the others load the next row. A CTA
-  // must not exit while another may still read its shared memory:
-  cluster.sync();
 }
 
 }  // namespace
@@ -406,7 +493,7 @@ Status set_attributes_once() {
     return cuda::launch_status("topk", "topk_cluster_kernel (cudaGetDevice)");
   std::call_once(once[dev], [dev] {
     cudaError_t e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kSliceMax * sizeof(uint32_t)));
+                                         static_cast<int>((kSliceMax + merged_ints(kMaxCluster)) * sizeof(uint32_t)));
     if (e == cudaSuccess) e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     error[dev] = e;
   });
@@ -429,8 +516,15 @@ Status launch_cluster(const TopKArgs& a, int sm_count, cudaStream_t stream) {
   // Few rows: more CTAs per row until the grid covers the GPU twice.
   while (C < kMaxCluster && a.rows * C < 2 * static_cast<int64_t>(sm_count) && (span + 2 * C - 1) / (2 * C) >= kMinSliceToSplit)
     C *= 2;
+  // Tuning knob (read once): DSA_TOPK_CLUSTER=C forces the cluster size where the slice still fits.
+  static const int forced = [] {
+    const char* e = std::getenv("DSA_TOPK_CLUSTER");
+    const int v = e ? std::atoi(e) : 0;
+    return (v == 1 || v == 2 || v == 4 || v == 8 || v == 16) ? v : 0;
+  }();
+  if (forced && slice_keys(span, forced) <= kSliceMax) C = forced;
   const int64_t L = slice_keys(span, C);
-  const size_t smem = static_cast<size_t>(L) * sizeof(uint32_t);
+  const size_t smem = static_cast<size_t>(L + merged_ints(C)) * sizeof(uint32_t);
   if (Status st = set_attributes_once(); !st.ok()) return st;
   const int64_t clusters = a.rows < (1 << 20) ? a.rows : (1 << 20);  // rows loop past this
 
@@ -446,7 +540,7 @@ Status launch_cluster(const TopKArgs& a, int sm_count, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  cudaLaunchKernelEx(&cfg, topk_cluster_kernel, a);
+  cudaLaunchKernelEx(&cfg, topk_cluster_kernel, a, static_cast<int>(L));
   return cuda::launch_status("topk", "topk_cluster_kernel");
 }
 

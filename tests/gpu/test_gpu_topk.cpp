@@ -372,7 +372,7 @@ TEST_CASE("gpu topk: cluster kernel — the cluster size follows the row count, 
   check_case(c);
 }
 
-TEST_CASE("gpu topk: rows past the cluster kernel's 786K limit fall back to the row kernel", "[gpu][topk]") {
+TEST_CASE("gpu topk: rows past the cluster kernel's 753K limit fall back to the row kernel", "[gpu][topk]") {
   test::Rng rng(0xB00B);
   TopKCase c = base("800K", 2, 800000, 2048);
   for (int64_t r = 0; r < c.rows; ++r)
