@@ -710,3 +710,115 @@ TEST_CASE("gpu sparse_mla_decode: CUDA-graph capture gives the direct run's bits
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
+
+// ---- sm_90a wgmma prefill kernel (cuda/attention/sparse_mla_wgmma.cu) ------------------------------
+
+namespace dsa {
+// Test hooks of cuda/attention/sparse_mla_wgmma.cu: −1 follows DSA_SPARSE_MLA_WGMMA, 0 forces the
+// mma.sync prefill kernel, 1 allows the wgmma kernel; whether it is taken now (h_q % 64 == 0).
+void sparse_mla_wgmma_for_testing(int mode);
+bool sparse_mla_wgmma_active();
+}  // namespace dsa
+
+namespace {
+
+// Sets the override for one scope; restores "follow the environment" on exit.
+struct SmlaWgmmaMode {
+  explicit SmlaWgmmaMode(int mode) { sparse_mla_wgmma_for_testing(mode); }
+  ~SmlaWgmmaMode() { sparse_mla_wgmma_for_testing(-1); }
+};
+
+}  // namespace
+
+TEST_CASE("gpu sparse_mla_fwd: one-hot layout self-check (wgmma and mma.sync kernels)", "[gpu][sparse_mla]") {
+  std::printf("sparse_mla_fwd prefill: wgmma kernel %s on this device/build\n",
+              sparse_mla_wgmma_active() ? "available" : "NOT available");
+  // Token t has one valid slot p_t (in any tile, any position) → key j_t; head h's q is 1 at dim
+  // d(h) = 7h mod 576 and 0 elsewhere. Then P = 1 for that key exactly: out[t, h, :] = kv[j_t, :512]
+  // bitwise, lse = kv[j_t, d(h)]·τ, max_logits the same. A wrong Q / K / V / P layout, key column
+  // or output column shows up as a wrong value here.
+  test::Rng rng(0x0E01);
+  for (int mode : {1, 0})
+    for (int64_t h : {64, 128}) {
+      SmlaWgmmaMode guard(mode);
+      const int64_t s_q = 24, s_kv = 300, topk = 192;
+      CAPTURE(mode, h);
+      Mirror q(s_q * h * 576 * 2), kv(s_kv * 576 * 2), ind(s_q * topk * 4), out(s_q * h * 512 * 2), lse(s_q * h * 4),
+          ml(s_q * h * 4);
+      std::memset(q.host(), 0, s_q * h * 576 * 2);
+      uint16_t* qh = reinterpret_cast<uint16_t*>(q.host());
+      for (int64_t t = 0; t < s_q; ++t)
+        for (int64_t j = 0; j < h; ++j) qh[(t * h + j) * 576 + (7 * j) % 576] = 0x3F80;  // bf16 1.0
+      const auto kvv = test::randn_bf16(rng, static_cast<size_t>(s_kv * 576), 1.0, 0.5);
+      fill_bf16(kv, kvv);
+      std::vector<int64_t> key(s_q);
+      int32_t* iv = ind.host_as<int32_t>();
+      for (int64_t t = 0; t < s_q; ++t) {
+        for (int64_t i = 0; i < topk; ++i) iv[t * topk + i] = i % 2 ? -1 : static_cast<int32_t>(s_kv + i);
+        const int64_t pos = t < 8 ? t * 25 : rng.integer(0, topk - 1);  // 0, 25, …, 175: all tiles
+        key[t] = rng.integer(0, s_kv - 1);
+        iv[t * topk + pos] = static_cast<int32_t>(key[t]);
+      }
+      q.upload(), kv.upload(), ind.upload();
+      out.poison(0xFF), lse.poison(0xFF), ml.poison(0xFF);
+      SparseMlaFwdParams p;
+      p.q = q.view(true, DType::kBF16, {s_q, h, 576});
+      p.kv = kv.view(true, DType::kBF16, {s_kv, 576});
+      p.indices = ind.view(true, DType::kI32, {s_q, topk});
+      p.out = out.view(true, DType::kBF16, {s_q, h, 512});
+      p.lse = lse.view(true, DType::kF32, {s_q, h});
+      p.max_logits = ml.view(true, DType::kF32, {s_q, h});
+      p.sm_scale = kSoftmaxScaleV32;
+      require_ok(run(p), "cuda");
+      test::sync_ok();
+      const auto ob = out.download(), lb = lse.download(), mb = ml.download();
+      int64_t bad_out = 0, bad_lse = 0;
+      for (int64_t t = 0; t < s_q; ++t)
+        for (int64_t j = 0; j < h; ++j) {
+          if (std::memcmp(ob.data() + (t * h + j) * 1024, kv.host() + key[t] * 1152, 1024) != 0) ++bad_out;
+          const double want = bf16_to_float(kvv[key[t] * 576 + (7 * j) % 576]) * static_cast<double>(kSoftmaxScaleV32);
+          float l, m;
+          std::memcpy(&l, lb.data() + (t * h + j) * 4, 4);
+          std::memcpy(&m, mb.data() + (t * h + j) * 4, 4);
+          if (!(std::fabs(l - want) <= 1e-6 + 1e-6 * std::fabs(want)) ||
+              !(std::fabs(m - want) <= 1e-6 + 1e-6 * std::fabs(want)))
+            ++bad_lse;
+        }
+      CHECK(bad_out == 0);
+      CHECK(bad_lse == 0);
+    }
+}
+
+TEST_CASE("gpu sparse_mla_fwd: wgmma and mma.sync kernels both match the CPU reference (h 64, 128)",
+          "[gpu][sparse_mla]") {
+  CAPTURE(sparse_mla_wgmma_active());
+  for (int mode : {1, 0}) {
+    SmlaWgmmaMode guard(mode);
+    CAPTURE(mode);
+    uint64_t salt = 0x5F66;
+    for (int64_t h : {64, 128}) {
+      for (int64_t topk : {64, 2048}) {
+        FwdCase c;  // −1 and other sentinels, empty rows, bitwise reruns
+        c.h = h, c.topk = topk, c.s_q = topk == 64 ? 9 : 3, c.s_kv = topk == 64 ? 700 : 8192, c.invalid = 0.15;
+        c.empty_rows = 0.1;
+        run_fwd_case(c, ++salt);
+      }
+      {
+        FwdCase c;  // topk_length, sink, s_kv < topk (duplicate keys)
+        c.h = h, c.topk = 200, c.s_q = 7, c.s_kv = 90, c.topk_len = true, c.sink = true, c.invalid = 0.05;
+        run_fwd_case(c, ++salt);
+      }
+      {
+        FwdCase c;  // f32 out, base-2 lse, no max_logits, strided q, odd out head stride (no paired stores)
+        c.h = h, c.topk = 130, c.s_q = 5, c.s_kv = 400, c.f32_out = true, c.base2 = true, c.max_logits = false;
+        c.q_head_pad = 8, c.q_offset = 8, c.out_head_pad = 1;
+        run_fwd_case(c, ++salt);
+      }
+      {
+        FwdCase c;  // every row empty
+        c.h = h, c.topk = 100, c.s_q = 3, c.s_kv = 100, c.empty_rows = 1.0;
+        run_fwd_case(c, ++salt);
+      }
+    }
+  }
+}
