@@ -20,10 +20,11 @@
 // Split-KV (decode only, SparseMlaDecodeParams::num_splits): each query row's topk slots are cut
 // into n_split contiguous ranges of split_chunks·kBK slots and one block runs each (token, group,
 // split). num_splits = 1 (default) never splits; n ≥ 2 asks for n splits; 0 splits only when the
-// b·s_q·groups blocks would leave SMs idle. A split stores its un-normalized fp32 O (512 columns) and its base-2
-// running max m and sum l into the caller's workspace; combine_kernel then merges the splits of a
-// row in fixed order 0, 1, … (M = max m_s, w_s = 2^(m_s − M), L = Σ w_s·l_s, out = Σ w_s·O_s / L)
-// and applies the same epilogue as the unsplit kernel (empty row, sink, lse base, out dtype).
+// b·s_q·groups blocks would leave SMs idle. A split stores its un-normalized fp32 O (512 columns)
+// and its base-2 running max m and sum l into the caller's workspace; combine_kernel then merges
+// the splits of a row in fixed order 0, 1, … (M = max m_s, w_s = 2^(m_s − M), L = Σ w_s·l_s,
+// out = Σ w_s·O_s / L) and applies the same epilogue as the unsplit kernel (empty row, sink, lse
+// base, out dtype).
 // n_split depends only on the shape, num_splits and the SM count (split_plan), so reruns are
 // bitwise equal; for num_splits ≠ 0 it depends on topk and num_splits only, so a row's bits do not
 // depend on the other rows of the batch (SPEC D11). Automatic splitting (0) trades that away.
@@ -35,7 +36,6 @@
 
 #include "common/cuda_common.cuh"
 #include "common/op_list.hpp"
-#include "attention/sparse_mla_wgmma.cuh"
 
 namespace dsa::cuda_backend {
 
@@ -692,7 +692,6 @@ size_t workspace_size(const SparseMlaFwdParams&) { return 0; }
 Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
   Status s = cuda_backend::supports(p);
   if (!s.ok()) return s;
-  if (sparse_mla_wgmma_applies(p)) return run_sparse_mla_wgmma(p, stream);  // sm_90a fast path
   AttnArgs a = prefill_args(p);
   a.indices = static_cast<const int32_t*>(p.indices.data);
   a.i_sb = p.indices.stride[0], a.i_ss = 0;
