@@ -354,6 +354,7 @@ struct DecCase {
   double invalid = 0.1;
   int expect_split = -1;  // 1: workspace_size() > 0 (split-KV path), 0: == 0 (unsplit), −1: either
   int reruns = 1;         // extra runs that must reproduce the first bitwise
+  int32_t num_splits = 1;  // SparseMlaDecodeParams::num_splits (0 automatic, 1 never, n ≥ 2)
 };
 
 int device_sm_count() {
@@ -421,6 +422,7 @@ void run_dec_case(const DecCase& c, uint64_t salt) {
     p.lse = l.view(dev, DType::kF32, {b, s_q, h}, {ls0, ls1, ls2});
     p.sm_scale = std::pow(576.0f, -0.55f);
     p.lse_base = c.base2 ? LseBase::kBase2 : LseBase::kNatural;
+    p.num_splits = c.num_splits;
     return p;
   };
   const size_t ws_bytes = workspace_size(make(true, out, lse, ot));
@@ -484,7 +486,7 @@ TEST_CASE("gpu sparse_mla_decode matches the CPU reference (FP8 and bf16 caches,
   }
 }
 
-TEST_CASE("gpu sparse_mla_decode split-KV (small batches) matches the CPU reference", "[gpu][sparse_mla]") {
+TEST_CASE("gpu sparse_mla_decode split-KV (automatic, small batches) matches the CPU reference", "[gpu][sparse_mla]") {
   uint64_t salt = 0x5B17;
   struct S {
     bool fp8;
@@ -504,6 +506,31 @@ TEST_CASE("gpu sparse_mla_decode split-KV (small batches) matches the CPU refere
     DecCase c;
     c.fp8 = x.fp8, c.b = x.b, c.s_q = x.s_q, c.h = x.h, c.topk = x.topk, c.topk_len = x.topk_len, c.sink = x.sink;
     c.f32_out = x.f32_out, c.flashmla_lse = x.flashmla_lse, c.base2 = x.base2, c.P = 64, c.num_blocks = 80, c.expect_split = 1;
+    c.num_splits = 0;
+    run_dec_case(c, ++salt);
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode explicit num_splits matches the CPU reference", "[gpu][sparse_mla]") {
+  uint64_t salt = 0x5B27;
+  struct S {
+    bool fp8;
+    int64_t b, h, topk;
+    int32_t n;
+    int expect_split;
+  };
+  // topk 2000 = 63 chunks: n 4 → 16-chunk splits (the last 15), n 64 → 63 one-chunk splits; topk 33
+  // = 2 chunks: n 7 → 2 splits; topk 20 = 1 chunk: n 5 stays unsplit; b 40, h 64 (80 blocks, where
+  // automatic would not split), topk 192 = 6 chunks: n 3 → 3 two-chunk splits.
+  const S shapes[] = {
+      {true, 1, 128, 2000, 4, 1}, {false, 2, 16, 2000, 64, 1}, {true, 2, 64, 33, 7, 1},
+      {false, 1, 100, 20, 5, 0},  {true, 40, 64, 192, 3, 1},
+  };
+  for (const S& x : shapes) {
+    DecCase c;
+    c.fp8 = x.fp8, c.b = x.b, c.s_q = 2, c.h = x.h, c.topk = x.topk, c.topk_len = true, c.sink = x.fp8;
+    c.base2 = !x.fp8, c.P = 64, c.num_blocks = 80, c.num_splits = x.n, c.expect_split = x.expect_split, c.reruns = 1;
+    CAPTURE(x.n, x.topk, x.b);
     run_dec_case(c, ++salt);
   }
 }
@@ -512,24 +539,142 @@ TEST_CASE("gpu sparse_mla_decode split-KV is bitwise reproducible", "[gpu][spars
   for (bool fp8 : {true, false}) {
     DecCase c;
     c.fp8 = fp8, c.b = 1, c.s_q = 2, c.h = 128, c.topk = 2048, c.P = 64, c.num_blocks = 64, c.topk_len = true;
-    c.expect_split = 1, c.reruns = 4;
+    c.expect_split = 1, c.reruns = 4, c.num_splits = 0;
     run_dec_case(c, fp8 ? 0xD371 : 0xD372);
   }
 }
 
-TEST_CASE("gpu sparse_mla_decode unsplit path (grids of at least half a wave)", "[gpu][sparse_mla]") {
+// SPEC D11: with a fixed num_splits (1, the default, or n ≥ 2) a request's out and lse bits do not
+// depend on the batch it runs in (b 1, b 8 at an offset, b 64); automatic splitting (0) is only
+// checked against the CPU reference (its split count, hence its last bits, follows the batch).
+TEST_CASE("gpu sparse_mla_decode is batch-invariant for num_splits 1 and 4, automatic matches the reference",
+          "[gpu][sparse_mla]") {
+  struct Cfg {
+    bool fp8;
+    int64_t h, topk;
+  };
+  for (const Cfg& cfg : {Cfg{true, 128, 2048}, Cfg{false, 16, 1000}}) {
+    CAPTURE(cfg.fp8, cfg.h, cfg.topk);
+    test::Rng rng(cfg.fp8 ? 0xB1A5 : 0xB1A6);
+    const int64_t B = 64, s_q = 2, h = cfg.h, topk = cfg.topk, P = 64, nb = 96, slots = nb * P;
+    const int64_t row_bytes = cfg.fp8 ? 656 : 1152;
+    Mirror q(B * s_q * h * 576 * 2), cache(slots * row_bytes), ind(B * s_q * topk * 4), len(B * 4), sink(h * 4);
+    fill_bf16(q, test::randn_bf16(rng, static_cast<size_t>(B * s_q * h * 576), 1.0, 0.0, 1.0));
+    {
+      auto lat = test::randn_bf16(rng, static_cast<size_t>(slots * 576), 0.1, 0.0, 1.0);
+      std::vector<int32_t> map(static_cast<size_t>(slots));
+      std::iota(map.begin(), map.end(), 0);
+      MlaCacheWriteParams w;
+      w.kv = make_view(lat.data(), DType::kBF16, {slots, 576});
+      w.slot_mapping = make_view(map.data(), DType::kI32, {slots});
+      w.cache = cfg.fp8 ? cache.view(false, DType::kU8, {nb, P, 656}) : cache.view(false, DType::kBF16, {nb, P, 576});
+      require_ok(run(w), "cache write");
+    }
+    for (int64_t i = 0; i < B * s_q * topk; ++i)
+      ind.host_as<int32_t>()[i] = rng.uniform() < 0.05 ? -1 : static_cast<int32_t>(rng.integer(0, slots - 1));
+    // Mostly full lists; some short ones leave their last splits empty.
+    for (int64_t r = 0; r < B; ++r)
+      len.host_as<int32_t>()[r] = static_cast<int32_t>(rng.uniform() < 0.7 ? topk : rng.integer(0, topk));
+    len.host_as<int32_t>()[45] = static_cast<int32_t>(topk);
+    len.host_as<int32_t>()[46] = static_cast<int32_t>(topk / 3);
+    for (int64_t i = 0; i < h; ++i) sink.host_as<float>()[i] = static_cast<float>(rng.normal());
+    q.upload(), cache.upload(), ind.upload(), len.upload(), sink.upload();
+
+    // Requests [r0, r0 + n) as a batch of n (views at an offset into the shared inputs).
+    const int64_t q_per = s_q * h * 576 * 2, i_per = s_q * topk * 4, o_per = s_q * h * 512 * 2, l_per = s_q * h * 4;
+    auto params = [&](bool dev, int64_t r0, int64_t n, void* out, void* lse, DType ot) {
+      auto at = [&](Mirror& m, int64_t off) { return (dev ? static_cast<uint8_t*>(m.dev()) : m.host()) + off; };
+      SparseMlaDecodeParams p;
+      p.q = make_view(at(q, r0 * q_per), DType::kBF16, {n, s_q, h, 576});
+      p.cache = cfg.fp8 ? cache.view(dev, DType::kU8, {nb, P, 656}) : cache.view(dev, DType::kBF16, {nb, P, 576});
+      p.indices = make_view(at(ind, r0 * i_per), DType::kI32, {n, s_q, topk});
+      p.topk_length = make_view(at(len, r0 * 4), DType::kI32, {n});
+      p.attn_sink = sink.view(dev, DType::kF32, {h});
+      p.out = make_view(out, ot, {n, s_q, h, 512});
+      p.lse = make_view(lse, DType::kF32, {n, s_q, h});
+      p.sm_scale = kSoftmaxScaleV32;
+      return p;
+    };
+    auto gpu = [&](int64_t r0, int64_t n, int32_t splits, size_t* ws_bytes) {
+      Mirror out(n * o_per), lse(n * l_per);
+      SparseMlaDecodeParams p = params(true, r0, n, out.dev(), lse.dev(), DType::kBF16);
+      p.num_splits = splits;
+      *ws_bytes = workspace_size(p);
+      Mirror ws(*ws_bytes);
+      out.poison(0xFF), lse.poison(0xFF), ws.poison(0xFF);
+      require_ok(run(p, ws.dev(), *ws_bytes), "cuda");
+      test::sync_ok();
+      return std::make_pair(out.download(), lse.download());
+    };
+    auto slice = [](const std::vector<uint8_t>& v, int64_t first, int64_t count, int64_t per) {
+      return std::vector<uint8_t>(v.begin() + first * per, v.begin() + (first + count) * per);
+    };
+    // The CPU reference (float64) of request 45, against which its b 1 split runs are checked.
+    const size_t n_out = static_cast<size_t>(s_q * h * 512), n_row = static_cast<size_t>(s_q * h);
+    std::vector<float> rout(n_out), rlse(n_row);
+    std::memset(rout.data(), 0xFF, n_out * 4), std::memset(rlse.data(), 0xFF, n_row * 4);
+    require_ok(ref::run(params(false, 45, 1, rout.data(), rlse.data(), DType::kF32), Accum::kF64), "reference");
+    auto expect_matches_reference = [&](const std::pair<std::vector<uint8_t>, std::vector<uint8_t>>& got) {
+      expect_close(test::compare("decode out", bf16_bytes_to_double(got.first),
+                                 f32_bytes_to_double(reinterpret_cast<const uint8_t*>(rout.data()), n_out),
+                                 test::kDecodeOut));
+      expect_close(test::compare("decode lse", f32_bytes_to_double(got.second.data(), n_row),
+                                 f32_bytes_to_double(reinterpret_cast<const uint8_t*>(rlse.data()), n_row),
+                                 test::kDecodeLse));
+    };
+    for (int32_t splits : {1, 4}) {
+      CAPTURE(splits);
+      size_t ws64 = 0, ws8 = 0, ws1 = 0, ws1b = 0;
+      const auto all = gpu(0, B, splits, &ws64);
+      const auto eight = gpu(40, 8, splits, &ws8);  // requests 40..47
+      const auto one = gpu(45, 1, splits, &ws1);    // full topk_length
+      const auto short_one = gpu(46, 1, splits, &ws1b);  // topk / 3: empty trailing splits
+      CHECK((ws64 > 0) == (splits > 1));
+      CHECK((ws8 > 0) == (splits > 1));
+      CHECK((ws1 > 0) == (splits > 1));
+      CHECK(eight.first == slice(all.first, 40, 8, o_per));
+      CHECK(eight.second == slice(all.second, 40, 8, l_per));
+      CHECK(one.first == slice(all.first, 45, 1, o_per));
+      CHECK(one.second == slice(all.second, 45, 1, l_per));
+      CHECK(one.first == slice(eight.first, 5, 1, o_per));
+      CHECK(one.second == slice(eight.second, 5, 1, l_per));
+      CHECK(short_one.first == slice(all.first, 46, 1, o_per));
+      CHECK(short_one.second == slice(all.second, 46, 1, l_per));
+      if (splits == 4) expect_matches_reference(one);
+    }
+    {
+      // Automatic: b 1 splits (a few blocks), b 64 does not (≥ half a wave on an H200).
+      size_t ws1 = 0, ws64 = 0;
+      const auto one = gpu(45, 1, 0, &ws1);
+      const auto all = gpu(0, B, 0, &ws64);
+      CHECK(ws1 > 0);
+      if (B * s_q * ((h + 63) / 64) > device_sm_count() / 2) CHECK(ws64 == 0);
+      expect_matches_reference(one);
+      (void)all;
+    }
+  }
+}
+
+TEST_CASE("gpu sparse_mla_decode unsplit path (num_splits 1, or automatic at grids of at least half a wave)",
+          "[gpu][sparse_mla]") {
   const int sms = device_sm_count();
   {
     DecCase c;  // h 16: one group per token; b·s_q > sm_count / 2 keeps the unsplit kernel
     c.fp8 = true, c.s_q = 2, c.h = 16, c.b = sms / 4 + 1, c.topk = 256, c.P = 64, c.num_blocks = 40;
-    c.topk_len = true, c.expect_split = 0;
+    c.topk_len = true, c.expect_split = 0, c.num_splits = 0;
     run_dec_case(c, 0x0A51);
   }
   {
     DecCase c;  // h 128: two groups per token
     c.fp8 = false, c.s_q = 1, c.h = 128, c.b = sms / 4 + 1, c.topk = 128, c.P = 64, c.num_blocks = 40;
-    c.sink = true, c.base2 = true, c.expect_split = 0;
+    c.sink = true, c.base2 = true, c.expect_split = 0, c.num_splits = 0;
     run_dec_case(c, 0x0A52);
+  }
+  {
+    DecCase c;  // the default num_splits = 1 never splits, even a one-token batch
+    c.fp8 = true, c.b = 1, c.s_q = 1, c.h = 128, c.topk = 2048, c.P = 64, c.num_blocks = 40, c.topk_len = true;
+    c.expect_split = 0;
+    run_dec_case(c, 0x0A53);
   }
 }
 
@@ -548,6 +693,7 @@ TEST_CASE("gpu sparse_mla_decode rejects a too-small workspace", "[gpu][sparse_m
   p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
   p.lse = lse.view(true, DType::kF32, {b, s_q, h});
   p.sm_scale = kSoftmaxScaleV32;
+  p.num_splits = 0;  // automatic: b 1 splits
   const size_t need = workspace_size(p);
   REQUIRE(need > 0);
   CHECK(need % 256 == 0);
@@ -585,15 +731,20 @@ TEST_CASE("gpu sparse_mla_decode matches the FlashMLA FP8 golden", "[gpu][sparse
   // The golden lse is stored [b, h_q, s_q]: logical [b, s_q, h_q] with strides (h·s_q, 1, s_q).
   p.lse = lse.view(true, DType::kF32, {b, s_q, h}, {h * s_q, 1, s_q});
   p.sm_scale = static_cast<float>(g->param("sm_scale"));
-  const size_t ws_bytes = workspace_size(p);
-  Mirror ws(ws_bytes);
-  require_ok(run(p, ws.dev(), ws_bytes), "cuda");
-  test::sync_ok();
-  const size_t n_row = static_cast<size_t>(b * s_q * h);
-  expect_close(test::compare("decode golden out", bf16_bytes_to_double(out.download()),
-                             bf16_bytes_to_double(g->tensor("out").bytes), test::kDecodeOut));
-  expect_close(test::compare("decode golden lse", f32_bytes_to_double(lse.download().data(), n_row),
-                             f32_bytes_to_double(g->tensor("lse").bytes.data(), n_row), test::kDecodeLse));
+  for (int32_t splits : {1, 0}) {  // never split (default) and automatic
+    CAPTURE(splits);
+    p.num_splits = splits;
+    out.poison(0xFF), lse.poison(0xFF);
+    const size_t ws_bytes = workspace_size(p);
+    Mirror ws(ws_bytes);
+    require_ok(run(p, ws.dev(), ws_bytes), "cuda");
+    test::sync_ok();
+    const size_t n_row = static_cast<size_t>(b * s_q * h);
+    expect_close(test::compare("decode golden out", bf16_bytes_to_double(out.download()),
+                               bf16_bytes_to_double(g->tensor("out").bytes), test::kDecodeOut));
+    expect_close(test::compare("decode golden lse", f32_bytes_to_double(lse.download().data(), n_row),
+                               f32_bytes_to_double(g->tensor("lse").bytes.data(), n_row), test::kDecodeLse));
+  }
 }
 
 // ---- dense MLA forward (the same kernel over the implicit index list [ks, ke)) ------------------
@@ -684,6 +835,7 @@ TEST_CASE("gpu sparse_mla_decode: CUDA-graph capture gives the direct run's bits
   p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
   p.lse = lse.view(true, DType::kF32, {b, s_q, h});
   p.sm_scale = kSoftmaxScaleV32;
+  p.num_splits = 0;                           // automatic:
   const size_t ws_bytes = workspace_size(p);  // 6 blocks × 8 key chunks: the split-KV path (2 splits)
   REQUIRE(ws_bytes > 0);
   Mirror ws(ws_bytes);
