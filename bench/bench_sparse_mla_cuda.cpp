@@ -1,8 +1,11 @@
 // CUDA OP-SMLA-FWD / OP-SMLA-DEC benchmarks (SPEC §10.2: FLOPs = 2·(query tokens)·h_q·topk·(576 + 512),
 // every slot counted), timed with CUDA events (UseManualTime): prefill s_q 4096, topk 2048, s_kv 32K,
 // h_q {128, 64}; decode b {2, 64, 128}, s_q {2, 1}, h_q 128, topk 2048 from the 656-byte FP8 cache
-// (and the bf16 cache), each request owning 32K slots. Small batches take the split-KV path (its
-// workspace is allocated once, outside the timed loop). Inputs: a random block replicated on the
+// (and the bf16 cache), each request owning 32K slots. The decode arg `splits` is
+// SparseMlaDecodeParams::num_splits: the b 2 entries use 0 (automatic: split-KV, batch-dependent last
+// bits), 1 (never split: the batch-invariant default) and 16 (fixed; what automatic picks at b 2 on
+// an H200, batch-invariant); b 64 / 128 use 1, the unsplit kernel (automatic would not split them
+// either). The split workspace is allocated once, outside the timed loop. Inputs: a random block replicated on the
 // device; indices uniformly random inside each row's key range (all valid). BM_*_l2flush: the same
 // shapes with the L2 flushed before every timed call (bench_cuda.hpp flush_l2); BM_prefill and
 // BM_decode time back-to-back calls (inputs may stay in L2 between calls: b 2 gathers ~5 MB). Built
@@ -98,10 +101,12 @@ void prefill_body(benchmark::State& st, L2 l2) {
   time_loop(st, [&] { return run(p); }, flops, bytes, l2);
 }
 
-// args: b, s_q, h_q, topk, fp8 (1: 656-byte cache, 0: bf16 cache); each request owns 32K slots.
+// args: b, s_q, h_q, topk, fp8 (1: 656-byte cache, 0: bf16 cache), splits (num_splits: 0 automatic,
+// 1 never, n ≥ 2 fixed); each request owns 32K slots.
 void decode_body(benchmark::State& st, L2 l2) {
   const int64_t b = st.range(0), s_q = st.range(1), h = st.range(2), topk = st.range(3);
   const bool fp8 = st.range(4) != 0;
+  const int32_t splits = static_cast<int32_t>(st.range(5));
   const int64_t ctx = 32768, P = 64, nb = b * ctx / P;
   const int64_t row_bytes = fp8 ? 656 : 1152;
   Dev q(b * s_q * h * 576 * 2), cache(nb * P * row_bytes), ind(b * s_q * topk * 4), out(b * s_q * h * 512 * 2),
@@ -119,8 +124,10 @@ void decode_body(benchmark::State& st, L2 l2) {
   p.out = make_view(out.p, DType::kBF16, {b, s_q, h, 512});
   p.lse = make_view(lse.p, DType::kF32, {b, s_q, h});
   p.sm_scale = std::pow(576.0f, -0.55f);
+  p.num_splits = splits;
   const size_t ws_bytes = workspace_size(p);  // > 0: split-KV partials
   Dev ws(ws_bytes);
+  st.counters["num_splits"] = splits;
   st.counters["split_ws_MB"] = static_cast<double>(ws_bytes) / 1e6;
   const double flops = bench::sparse_mla_fwd_flops(static_cast<double>(b) * s_q, h, topk);
   // Unique tokens ≈ every gathered row (random draws from 32K: few repeats); bytes per §10.2
@@ -152,22 +159,25 @@ BENCHMARK(BM_prefill_l2flush)
     ->Iterations(10)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode)
-    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8"})
-    ->Args({128, 2, 128, 2048, 1})
-    ->Args({128, 1, 128, 2048, 1})
-    ->Args({128, 2, 128, 2048, 0})
-    ->Args({64, 2, 128, 2048, 1})
-    ->Args({2, 2, 128, 2048, 1})
-    ->Args({2, 2, 128, 2048, 0})
+    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8", "splits"})
+    ->Args({128, 2, 128, 2048, 1, 1})
+    ->Args({128, 1, 128, 2048, 1, 1})
+    ->Args({128, 2, 128, 2048, 0, 1})
+    ->Args({64, 2, 128, 2048, 1, 1})
+    ->Args({2, 2, 128, 2048, 1, 0})
+    ->Args({2, 2, 128, 2048, 0, 0})
+    ->Args({2, 2, 128, 2048, 1, 1})
+    ->Args({2, 2, 128, 2048, 1, 16})
     ->UseManualTime()
     ->Iterations(20)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode_l2flush)
-    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8"})
-    ->Args({128, 2, 128, 2048, 1})
-    ->Args({64, 2, 128, 2048, 1})
-    ->Args({2, 2, 128, 2048, 1})
-    ->Args({2, 2, 128, 2048, 0})
+    ->ArgNames({"b", "s_q", "h_q", "topk", "fp8", "splits"})
+    ->Args({128, 2, 128, 2048, 1, 1})
+    ->Args({64, 2, 128, 2048, 1, 1})
+    ->Args({2, 2, 128, 2048, 1, 0})
+    ->Args({2, 2, 128, 2048, 0, 0})
+    ->Args({2, 2, 128, 2048, 1, 1})
     ->UseManualTime()
     ->Iterations(20)
     ->Unit(benchmark::kMillisecond);
