@@ -187,12 +187,16 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
 #pragma unroll
     for (int j = 0; j < 18; ++j) cp_async16(sbase + kOffQ + lofs + j * 512, src + j * 64);
   }
-  // Gathers tile t into buffer buf (commits a group even past the end: uniform wait counts).
-  auto issue = [&](int t, int buf) {
+  // The index of this thread's row in tile t (−1 past the list); loaded a tile ahead of its use.
+  auto load_idx = [&](int t) -> int32_t {
+    const int slot = t * kKeys + lr;
+    return t < ntiles && slot < n_t ? idx_row[slot] : -1;
+  };
+  // Gathers tile t (row index idx) into buffer buf; commits a group even past the end (uniform
+  // wait counts).
+  auto issue = [&](int t, int buf, int32_t idx32) {
     if (t < ntiles) {
-      const int slot = t * kKeys + lr;
-      int64_t idx = -1;
-      if (slot < n_t) idx = idx_row[slot];
+      const int64_t idx = idx32;
       const bool ok = idx >= 0 && idx < a.num_rows;
       if (lc == 0) svalid[buf * kKeys + lr] = ok ? 1 : 0;
       const uint32_t dofs = kOffKv + buf * kTileBytes + lofs;
@@ -207,7 +211,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     }
     cp_async_commit();
   };
-  issue(0, 0);  // one group with q
+  issue(0, 0, load_idx(0));  // one group with q
+  int32_t idx_next = load_idx(1);
 
   float o[128];
 #pragma unroll
@@ -224,10 +229,9 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     cp_async_wait_all();  // tile t (and q) landed for this thread's copies
     fence_proxy_async();
     __syncthreads();      // ... for everyone; both groups are done with tile t − 1, P and smax
-    issue(t + 1, buf ^ 1);
     const uint32_t tile = sbase + kOffKv + buf * kTileBytes;
 
-    // ---- S = Q · Kᵀ over this group's 32 keys ----
+    // ---- S = Q · Kᵀ over this group's 32 keys; the gathers of tile t + 1 go out meanwhile ----
     float s[16];
 #pragma unroll
     for (int i = 0; i < 16; ++i) s[i] = 0.0f;
@@ -237,6 +241,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
 #pragma unroll
     for (int k = 1; k < kD / 16; ++k) wgmma_s_n32<1>(s, dq + 16 * k, dk + 16 * k);  // +256 B per k16
     wgmma_commit();
+    issue(t + 1, buf ^ 1, idx_next);  // buffer buf ^ 1 and its flags: untouched by S
+    idx_next = load_idx(t + 2);
     wgmma_wait_all();
 
     // ---- scale, mask by selection, tile row max over both groups ----
