@@ -34,6 +34,10 @@ namespace dsa {
 // mma.sync prefill kernel, 1 allows the sm_90a wgmma kernel; whether it is taken now.
 void indexer_logits_wgmma_for_testing(int mode);
 bool indexer_logits_wgmma_active();
+// The same for the paged decode kernel of cuda/indexer/indexer_paged_wgmma.cu
+// (DSA_INDEXER_PAGED_WGMMA; P a multiple of 64, next_n ≤ 4).
+void indexer_paged_wgmma_for_testing(int mode);
+bool indexer_paged_wgmma_active();
 }  // namespace dsa
 
 namespace {
@@ -529,8 +533,15 @@ struct Paged {
   std::vector<int32_t> lens;  // [b] or [b·next_n]
 };
 
+// Whether the sm_90a wgmma decode kernel takes this shape now (the dispatch conditions of
+// indexer_logits.cu for the layouts check_paged builds).
+bool paged_wgmma_taken(const Paged& c) {
+  return c.h == 64 && c.d == 128 && c.P % 64 == 0 && c.next_n <= 4 && c.page_pad % 16 == 0 &&
+         indexer_paged_wgmma_active();
+}
+
 void check_paged(const Paged& c, test::Rng& rng) {
-  CAPTURE(c.name, c.b, c.next_n, c.h, c.d, c.P, c.max_ctx, c.page_pad, c.ld_pad, c.two_d);
+  CAPTURE(c.name, c.b, c.next_n, c.h, c.d, c.P, c.max_ctx, c.page_pad, c.ld_pad, c.two_d, paged_wgmma_taken(c));
   const int64_t rows = c.b * c.next_n, ld = c.max_ctx + c.ld_pad;
   const int64_t max_blocks = (c.max_ctx + c.P - 1) / c.P + 1;
   const int64_t page_bytes = (c.d + 4) * c.P + c.page_pad;
@@ -600,9 +611,9 @@ void check_paged(const Paged& c, test::Rng& rng) {
   }
   double worst = 0;
   const double cd = compare_rows(as_floats(first), as_floats(out.host_bytes()), rows, c.max_ctx, ld, 2e-3, &worst);
-  std::printf("decode  %-22s b %3lld next_n %lld P %3lld ctx %6lld h %2lld: max|a-r|/max|row| %.2e, cos_diff %.2e\n",
-              c.name, (long long)c.b, (long long)c.next_n, (long long)c.P, (long long)c.max_ctx, (long long)c.h, worst,
-              cd);
+  std::printf("decode  %-22s b %3lld next_n %lld P %3lld ctx %6lld h %2lld %-8s: max|a-r|/max|row| %.2e, cos_diff %.2e\n",
+              c.name, (long long)c.b, (long long)c.next_n, (long long)c.P, (long long)c.max_ctx, (long long)c.h,
+              paged_wgmma_taken(c) ? "wgmma" : "mma.sync", worst, cd);
   INFO("cos_diff " << cd);
   CHECK(cd <= 5e-6);
   GPU_REQUIRE(cudaMemset(out.dev(), 0xFF, out.bytes()));
@@ -669,6 +680,141 @@ TEST_CASE("gpu indexer decode: long contexts (40K) and uneven lengths", "[gpu][i
   c.lens = {40000, 3000, 17000, 0, 39999};  // every non-empty row spans many keys
   c.signed_w = true;
   check_paged(c, rng);
+}
+
+namespace {
+
+// Sets the paged wgmma override for one scope; restores "follow the environment" on exit.
+struct PagedWgmmaMode {
+  explicit PagedWgmmaMode(int mode) { indexer_paged_wgmma_for_testing(mode); }
+  ~PagedWgmmaMode() { indexer_paged_wgmma_for_testing(-1); }
+};
+
+// Paged layout self-check with exact arithmetic (as check_one_hot for prefill): row rr = i·n + t
+// has a single nonzero q entry, 1.0 at head rr % 64 and dim x_rr; key s of request i holds small
+// integers; w = 0.5, σ a power of two. Then logits[rr, s] = σ · 0.5 · ReLU(k[s, x_rr]) exactly,
+// so a wrong operand layout (keys, pages, heads, k dims or tokens swapped) is a plain mismatch.
+void check_paged_one_hot(int64_t b, int64_t next_n, int64_t P, int64_t max_ctx, bool two_d,
+                         const std::vector<int32_t>& lens_in) {
+  CAPTURE(b, next_n, P, max_ctx, two_d, indexer_paged_wgmma_active());
+  const int64_t H = 64, D = 128, rows = b * next_n;
+  const int64_t max_blocks = (max_ctx + P - 1) / P;
+  const int64_t page_bytes = (D + 4) * P, num_blocks = b * max_blocks;
+  std::vector<int64_t> L(rows);
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t t = 0; t < next_n; ++t)
+      L[i * next_n + t] = two_d ? lens_in[i * next_n + t] : std::max<int64_t>(0, lens_in[i] - next_n + 1 + t);
+  Mirror q(rows * H * D), cache(num_blocks * page_bytes), w(rows * H * 4), lens(lens_in.size() * 4),
+      bt(b * max_blocks * 4), out(rows * max_ctx * 4);
+  std::memset(q.host(), 0, q.bytes());
+  std::vector<int64_t> xr(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    xr[r] = (r * 37 + r / 64 * 11) % D;
+    q.host()[r * H * D + (r % H) * D + xr[r]] = float_to_e4m3(1.0f);
+  }
+  auto kval = [](int64_t i, int64_t s, int64_t x) { return static_cast<float>((s * 7 + x * 3 + i * 5) % 13 - 6); };
+  auto kscale = [](int64_t i, int64_t s) { return (s + i) % 3 == 0 ? 0.25f : 1.0f; };
+  // Request i's page g is physical page (g·b + i) reversed: pages interleave and run backwards.
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t g = 0; g < max_blocks; ++g) {
+      const int64_t id = num_blocks - 1 - (g * b + i);
+      bt.host_as<int32_t>()[i * max_blocks + g] = static_cast<int32_t>(id);
+      uint8_t* page = cache.host() + id * page_bytes;
+      for (int64_t o = 0; o < P; ++o) {
+        const int64_t s = g * P + o;
+        for (int64_t x = 0; x < D; ++x) page[o * D + x] = float_to_e4m3(kval(i, s, x));
+        const float sc = kscale(i, s);
+        std::memcpy(page + D * P + 4 * o, &sc, 4);
+      }
+    }
+  for (int64_t r = 0; r < rows * H; ++r) w.host_as<float>()[r] = 0.5f;
+  std::memcpy(lens.host(), lens_in.data(), lens.bytes());
+  for (Mirror* m : {&q, &cache, &w, &lens, &bt}) m->upload();
+  out.poison(0xFF);
+  IndexerPagedLogitsParams p;
+  p.q = q.view(true, DType::kE4M3, {b, next_n, H, D});
+  p.k_cache = cache.view(true, DType::kU8, {num_blocks, page_bytes});
+  p.weights = w.view(true, DType::kF32, {rows, H});
+  p.context_lens = two_d ? lens.view(true, DType::kI32, {b, next_n}) : lens.view(true, DType::kI32, {b});
+  p.block_table = bt.view(true, DType::kI32, {b, max_blocks});
+  p.logits = out.view(true, DType::kF32, {rows, max_ctx});
+  p.page_block_size = static_cast<int32_t>(P);
+  {
+    const Status st = run(p);
+    INFO(st.message());
+    REQUIRE(st.ok());
+  }
+  test::sync_ok();
+  const std::vector<float> got = as_floats(out.download());
+  int64_t bad = 0, first = -1;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < max_ctx; ++s) {
+      const int64_t i = r / next_n;
+      const float want = s >= L[r] ? -kInf : kscale(i, s) * 0.5f * std::max(0.0f, kval(i, s, xr[r]));
+      if (bits_of(got[r * max_ctx + s]) != bits_of(want) && bad++ == 0) first = r * max_ctx + s;
+    }
+  INFO("mismatches " << bad << (first >= 0 ? ", first at row " + std::to_string(first / max_ctx) + " key " +
+                                                 std::to_string(first % max_ctx) + ": got " +
+                                                 std::to_string(got[first])
+                                           : std::string()));
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gpu indexer decode: one-hot layout self-check (wgmma and mma.sync kernels)", "[gpu][indexer][decode]") {
+  std::printf("indexer decode: paged wgmma kernel %s on this device/build\n",
+              indexer_paged_wgmma_active() ? "available" : "NOT available");
+  for (int mode : {1, 0}) {
+    PagedWgmmaMode m(mode);
+    CAPTURE(mode);
+    check_paged_one_hot(1, 1, 64, 1, false, {1});
+    check_paged_one_hot(3, 1, 64, 300, false, {300, 65, 128});
+    check_paged_one_hot(2, 2, 64, 513, true, {513, 200, 0, 64});
+    check_paged_one_hot(3, 3, 128, 700, false, {700, 2, 450});
+    check_paged_one_hot(2, 4, 64, 640, true, {640, 639, 638, 1, 300, 301, 0, 77});
+    check_paged_one_hot(2, 4, 192, 1000, false, {1000, 4});
+  }
+}
+
+// The same inputs through the wgmma kernel and the mma.sync kernel: each within tolerance of the
+// CPU reference and bitwise reproducible (check_paged). Covers next_n 1…4, P 64/128/256, 1-D and
+// 2-D lengths, very uneven lengths (one long request among short and empty ones: the even tile
+// split crosses requests) and more than 256 requests (the multi-step length scan).
+TEST_CASE("gpu indexer decode: paged wgmma kernel and mma.sync kernel on the same inputs", "[gpu][indexer][decode]") {
+  struct S {
+    int64_t b, next_n, P, max_ctx, ld_pad;
+    bool two_d;
+    int lens_kind;  // 0 random, 1 one long request among short ones
+  };
+  for (const S& s : {S{4, 1, 64, 1000, 0, false, 0}, S{3, 2, 64, 2048, 3, true, 0}, S{5, 3, 64, 1500, 0, false, 0},
+                     S{4, 4, 64, 777, 0, true, 0}, S{3, 2, 128, 3000, 0, false, 0}, S{2, 4, 256, 1300, 1, false, 0},
+                     S{9, 1, 64, 40000, 0, false, 1}, S{6, 3, 64, 20000, 0, true, 1}, S{300, 1, 64, 200, 0, false, 0},
+                     S{270, 2, 64, 130, 0, true, 0}}) {
+    for (int mode : {1, 0}) {
+      PagedWgmmaMode m(mode);
+      CAPTURE(mode, indexer_paged_wgmma_active());
+      test::Rng rng(0x1D40 + s.b * 8 + s.next_n);  // same salt for both modes: the same inputs
+      Paged c;
+      c.name = mode ? "A/B wgmma" : "A/B mma.sync";
+      c.b = s.b;
+      c.next_n = s.next_n;
+      c.P = s.P;
+      c.max_ctx = s.max_ctx;
+      c.ld_pad = s.ld_pad;
+      c.two_d = s.two_d;
+      const int64_t n_lens = s.two_d ? s.b * s.next_n : s.b;
+      if (s.lens_kind == 0) {
+        c.lens = random_lens(rng, n_lens, s.max_ctx);
+      } else {
+        c.lens.assign(n_lens, 0);
+        for (int64_t i = 0; i < n_lens; ++i) c.lens[i] = static_cast<int32_t>(i % 3 == 2 ? 0 : 1 + (i * 37) % 200);
+        c.lens[n_lens / 2] = static_cast<int32_t>(s.max_ctx);  // the long one
+        if (n_lens > 2) c.lens[1] = static_cast<int32_t>(s.max_ctx - 1);
+      }
+      check_paged(c, rng);
+    }
+  }
 }
 
 TEST_CASE("gpu indexer decode reproduces DeepGEMM fp8_paged_mqa_logits (golden)", "[gpu][indexer][golden]") {
