@@ -464,9 +464,14 @@ template <int kT>
 Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
   constexpr int kBytes = Smem<kT>::kBytes;
   cudaError_t e = cudaFuncSetAttribute(paged_wgmma_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-  int per_sm = 0;
-  if (e == cudaSuccess)
+  // CTAs per SM, per device (0 unknown): a host-side query, cached.
+  static std::atomic<int> occupancy[64];
+  const bool cacheable = info.device >= 0 && info.device < 64;
+  int per_sm = cacheable ? occupancy[info.device].load() : 0;
+  if (e == cudaSuccess && per_sm == 0) {
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, paged_wgmma_kernel<kT>, kThreads, kBytes);
+    if (e == cudaSuccess && per_sm > 0 && cacheable) occupancy[info.device].store(per_sm);
+  }
   if (e != cudaSuccess)
     return Status(StatusCode::kCudaError,
                   std::string("indexer_paged_logits: wgmma kernel setup failed: ") + cudaGetErrorString(e));
