@@ -293,12 +293,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     }
     l_part[0] = l_part[0] * alpha[0] + ls[0];
     l_part[1] = l_part[1] * alpha[1] + ls[1];
+    if (alpha[0] != 1.0f || alpha[1] != 1.0f) {  // × 1 is exact: skipped (the max rarely moves late)
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      o[4 * i] *= alpha[0];
-      o[4 * i + 1] *= alpha[0];
-      o[4 * i + 2] *= alpha[1];
-      o[4 * i + 3] *= alpha[1];
+      for (int i = 0; i < 32; ++i) {
+        o[4 * i] *= alpha[0];
+        o[4 * i + 1] *= alpha[0];
+        o[4 * i + 2] *= alpha[1];
+        o[4 * i + 3] *= alpha[1];
+      }
     }
     fence_proxy_async();
     __syncthreads();  // P complete (both groups)
