@@ -36,6 +36,7 @@
 
 #include "common/cuda_common.cuh"
 #include "common/op_list.hpp"
+#include "attention/sparse_mla_wgmma.cuh"
 
 namespace dsa::cuda_backend {
 
@@ -692,6 +693,7 @@ size_t workspace_size(const SparseMlaFwdParams&) { return 0; }
 Status run(const SparseMlaFwdParams& p, void*, size_t, Stream stream) {
   Status s = cuda_backend::supports(p);
   if (!s.ok()) return s;
+  if (sparse_mla_wgmma_applies(p)) return run_sparse_mla_wgmma(p, stream);  // sm_90a fast path
   AttnArgs a = prefill_args(p);
   a.indices = static_cast<const int32_t*>(p.indices.data);
   a.i_sb = p.indices.stride[0], a.i_ss = 0;
