@@ -15,6 +15,8 @@
 // memory; the same no-swizzle K-major core-matrix layout (LBO 128 B, SBO 1024 B), the same
 // two-warpgroup alternation (named barriers 1–4), 4-stage cp.async rings per warpgroup and the
 // same epilogue (16 FMAs w·ReLU(acc) per (key, token), xor-shuffles 1 and 2, × σ).
+// Resources (nvcc 13, sm_90a), no spills: next_n 1: 104 registers, 2 CTAs/SM (76 KB shared
+// each); 2: 128, 2 CTAs/SM (85 KB); 3: 184, 1 CTA/SM; 4: 206, 1 CTA/SM (101.6 KB).
 //
 // Work split (lengths are only known on the device): the grid is persistent (SMs × CTAs per SM).
 // Every CTA reads all context_lens, counts the tiles of every request (⌈max_t L(r, t) / 64⌉) and
@@ -236,7 +238,7 @@ __device__ __forceinline__ int64_t request_tiles(const WgmmaPagedArgs& a, int64_
 }
 
 template <int kT>
-__global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTAs/SM spills 20 B
+__global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registers: 2 CTAs/SM
     paged_wgmma_kernel(const __grid_constant__ WgmmaPagedArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using S = Smem<kT>;
@@ -313,7 +315,8 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
 #pragma unroll 1
   for (int64_t r = r0; r < a.b && pre < s1; ++r) {
     const int64_t nr = request_tiles<kT>(a, r);
-    const int64_t lo_t = max(s0, pre) - pre, hi_t = min(s1, pre + nr) - pre;
+    // Tile indices within the request fit int32 (lengths are int32).
+    const int lo_t = static_cast<int>(max(s0, pre) - pre), hi_t = static_cast<int>(min(s1, pre + nr) - pre);
     pre += nr;
     if (lo_t >= hi_t) continue;  // block-uniform (empty request)
 
@@ -333,15 +336,15 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
     }
     cp_async_commit();
 
-    const int64_t ntiles = hi_t - lo_t;
+    const int ntiles = hi_t - lo_t;
     const int32_t* bt_row = a.bt + r * a.bt_s0;
     float* out_r = a.out + r * kT * a.out_s0;
-    const int64_t my_n = (ntiles - wg + 1) / 2;
+    const int my_n = (ntiles - wg + 1) / 2;
     // Loads local tile i (request tile lo_t + wg + 2i) into its stage; always commits a group
     // so the wait counts stay uniform.
-    auto issue = [&](int64_t i) {
+    auto issue = [&](int i) {
       if (i < my_n) {
-        const int64_t key0 = (lo_t + wg + 2 * i) * kTileKeys;
+        const int64_t key0 = static_cast<int64_t>(lo_t + wg + 2 * i) * kTileKeys;
         const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
         const int64_t page = bt_row[(key0 / a.P) * a.bt_s1];
         if (page >= 0 && page < a.num_blocks) {
@@ -379,7 +382,7 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
     for (int t = 0; t < kT; ++t) vhi[t] = len_s[t];
 
 #pragma unroll 1
-    for (int64_t i = 0; i < my_n; ++i) {
+    for (int i = 0; i < my_n; ++i) {
       cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
       fence_proxy_async();
       named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
@@ -388,7 +391,7 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
       const uint64_t desc_a = smem_desc(st);
       // Issue order alternates between the groups (segment tile j after j − 1): barrier 3 + wg is
       // "group wg may issue"; an arrival is made only where the other group has that tile.
-      const int64_t j = wg + 2 * i;
+      const int j = wg + 2 * i;
       if (j > 0) named_barrier(3 + wg, 256);
       wgmma_fence();
       // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
@@ -400,7 +403,7 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
       if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
       wgmma_wait_all();
 
-      const int64_t kb = (lo_t + j) * kTileKeys;
+      const int kb = (lo_t + j) * kTileKeys;
       const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
 #pragma unroll
       for (int t = 0; t < kT; ++t) {
@@ -426,8 +429,8 @@ __global__ void __launch_bounds__(kThreads, kT == 1 ? 2 : 1)  // kT = 2 at 2 CTA
           // The quad holds the same bits in all 4 lanes; lane (2t + rr) % 4 stores.
           if (((2 * t + rr) & 3) == q4) {
             const int kr = 16 * warp + gq + 8 * rr;
-            const int64_t key = kb + kr;
-            if (key < static_cast<int64_t>(vhi[t])) out_r[t * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
+            const int key = kb + kr;
+            if (key < vhi[t]) out_r[t * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
           }
         }
       }
