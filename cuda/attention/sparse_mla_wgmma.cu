@@ -140,6 +140,12 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // Generic-proxy writes (cp.async, st.shared) become visible to the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Pins accumulator registers after wgmma.wait_group: the compiler may not move their uses above it.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
 __device__ __forceinline__ void cp_async16(uint32_t saddr, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(gmem) : "memory");
 }
@@ -245,6 +251,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     issue(t + 1, buf ^ 1, idx_next);  // buffer buf ^ 1 and its flags: untouched by S
     idx_next = load_idx(t + 2);
     wgmma_wait_all();
+    fence_regs(s);
 
     // ---- scale, mask by selection, tile row max over both groups ----
     const int* valid = svalid + buf * kKeys;
@@ -313,6 +320,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
       wgmma_pv_n256<1>(o, dp + 16 * k, dv + static_cast<uint64_t>((2 * kGroupBytes) >> 4) * k);
     wgmma_commit();
     wgmma_wait_all();
+    fence_regs(o);
   }
   cp_async_wait_all();
 
