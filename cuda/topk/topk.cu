@@ -6,10 +6,14 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Two kernels. Sorted k ≤ 2048 (DSA's k) and unsorted outputs of rows up to 753K columns run the
-// cluster kernel of topk_cluster.cu on sm_90 (one thread-block cluster per row, the row held in
-// shared memory, read from HBM once). Everything else — sorted k > 2048, longer rows, devices
-// without clusters — runs this file's kernel. Both give the same bits.
+// Three kernels, the same bits (each is checked on the whole GPU suite, DSA_TOPK_KERNEL=row|filter|
+// cluster forces one):
+//   - filter (this file, below): many rows (≥ 2 per SM, prefill) with sorted k ≤ 2048 or unsorted:
+//     the row streamed twice, the candidates of the k-th bin kept in shared memory;
+//   - cluster (topk_cluster.cu): few rows (decode) on sm_90: one thread-block cluster per row, the
+//     row read once into the cluster's shared memory;
+//   - row (this file): everything else, and the filter kernel's fallback for rows whose candidates
+//     do not fit (k_eff > 2048 sorted, huge plateaus): multi-pass, exact for any input.
 //
 // This file's algorithm, one 512-thread block per row, for any k:
 //   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
@@ -36,6 +40,10 @@
 // gives −1 (the CPU reference rejects such calls).
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
+
+#include <cstdlib>
+#include <mutex>
+#include <string>
 
 #include "common/op_list.hpp"
 #include "topk/topk_shared.cuh"
@@ -204,6 +212,80 @@ __device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int 
   return run_take;
 }
 
+// Padding (−1, −∞) past k_eff and k_eff itself.
+__device__ __forceinline__ void write_padding(const TopKArgs& a, int64_t r, int64_t keff) {
+  for (int64_t pos = keff + threadIdx.x; pos < a.k; pos += kThreads) {
+    a.idx[r * a.idx_s0 + pos] = -1;
+    if (a.osc) a.osc[r * a.osc_s0 + pos] = __uint_as_float(0xff800000u);
+  }
+  if (a.keff && threadIdx.x == 0) a.keff[r * a.keff_s0] = static_cast<int32_t>(keff);
+}
+
+// Sorts sm.buf's `taken` composites (key << 32 | ~column; the rest of the buffer is zeroed here)
+// descending and writes ranks [lo, hi) of row r.
+__device__ __forceinline__ void sort_and_write(const TopKArgs& a, int64_t r, int64_t ks, const float* row, int taken,
+                                               int64_t lo, int64_t hi, Smem& sm) {
+  const int tid = threadIdx.x;
+  for (int i = taken + tid; i < kTile; i += kThreads) sm.buf[i] = 0ull;  // below every entry
+  __syncthreads();
+  unsigned long long comp[kItems];
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) comp[i] = sm.buf[tid * kItems + i];
+  __syncthreads();
+  BlockSort(sm.tmp.sort).SortDescending(comp);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int64_t pos = lo + tid * kItems + i;
+    if (pos >= hi) continue;
+    const int c = static_cast<int>(0xffffffffu - static_cast<uint32_t>(comp[i] & 0xffffffffu));
+    a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
+    if (a.osc) a.osc[r * a.osc_s0 + pos] = row[c];
+  }
+}
+
+__device__ __forceinline__ unsigned long long composite(uint32_t key, int c) {
+  return (static_cast<unsigned long long>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(c));
+}
+
+// Rows whose valid count and first histogram (sm.hist0, top 8 key bits) are known: the cuts and
+// collect passes re-read the row from memory, for any k and any ties.
+__device__ void finish_row_multipass(const TopKArgs& a, int64_t r, int64_t ks, const float* row, int n, int nvalid,
+                                     int64_t keff, Smem& sm) {
+  if (!a.sorted) {
+    // Unsorted (the reference's order: ascending column): one cut of rank k_eff, then the
+    // collect pass writes each winner straight to its scan position.
+    if (keff > 0) {
+      uint32_t t_hi;
+      int m_hi;
+      select_cut_or_all(row, n, static_cast<int>(keff), nvalid, sm, &t_hi, &m_hi);
+      collect(row, n, false, 0u, 0, t_hi, m_hi, sm, [&](int slot, uint32_t, int c) {
+        a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
+        if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
+      });
+    }
+    return;
+  }
+  // 2–4. Segments of ranks [lo, hi).
+  bool has_lo = false;
+  uint32_t t_lo = 0u;
+  int m_lo = 0;
+  for (int64_t lo = 0; lo < keff; lo += kTile) {
+    const int hi = static_cast<int>(lo + kTile < keff ? lo + kTile : keff);
+    uint32_t t_hi;
+    int m_hi;
+    select_cut_or_all(row, n, hi, nvalid, sm, &t_hi, &m_hi);
+    const int taken = collect(row, n, has_lo, t_lo, m_lo, t_hi, m_hi, sm, [&](int slot, uint32_t key, int c) {
+      if (slot < kTile) sm.buf[slot] = composite(key, c);
+    });
+    sort_and_write(a, r, ks, row, taken, lo, hi, sm);
+    __syncthreads();
+    has_lo = true;
+    t_lo = t_hi;
+    m_lo = m_hi;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ TopKArgs a) {
   __shared__ Smem sm;
   const int tid = threadIdx.x;
@@ -229,62 +311,309 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
     const int64_t keff = a.k < nvalid ? a.k : nvalid;
     __syncthreads();  // sm.valid and sm.hist0 are rewritten for the next row
 
-    if (!a.sorted) {
-      // Unsorted (the reference's order: ascending column): one cut of rank k_eff, then the
-      // collect pass writes each winner straight to its scan position.
-      if (keff > 0) {
-        uint32_t t_hi;
-        int m_hi;
-        select_cut_or_all(row, n, static_cast<int>(keff), nvalid, sm, &t_hi, &m_hi);
-        collect(row, n, false, 0u, 0, t_hi, m_hi, sm, [&](int slot, uint32_t, int c) {
-          a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
-          if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
-        });
-      }
-    } else {
-      // 2–4. Segments of ranks [lo, hi).
-      bool has_lo = false;
-      uint32_t t_lo = 0u;
-      int m_lo = 0;
-      for (int64_t lo = 0; lo < keff; lo += kTile) {
-        const int hi = static_cast<int>(lo + kTile < keff ? lo + kTile : keff);
-        uint32_t t_hi;
-        int m_hi;
-        select_cut_or_all(row, n, hi, nvalid, sm, &t_hi, &m_hi);
-        const int taken = collect(row, n, has_lo, t_lo, m_lo, t_hi, m_hi, sm, [&](int slot, uint32_t key, int c) {
-          if (slot < kTile)
-            sm.buf[slot] = (static_cast<unsigned long long>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(c));
-        });
-        for (int i = taken + tid; i < kTile; i += kThreads) sm.buf[i] = 0ull;  // below every entry
-        __syncthreads();
-        unsigned long long comp[kItems];
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) comp[i] = sm.buf[tid * kItems + i];
-        __syncthreads();
-        BlockSort(sm.tmp.sort).SortDescending(comp);
-        __syncthreads();
-#pragma unroll
-        for (int i = 0; i < kItems; ++i) {
-          const int64_t pos = lo + tid * kItems + i;
-          if (pos >= hi) continue;
-          const int c = static_cast<int>(0xffffffffu - static_cast<uint32_t>(comp[i] & 0xffffffffu));
-          a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
-          if (a.osc) a.osc[r * a.osc_s0 + pos] = row[c];
-        }
-        has_lo = true;
-        t_lo = t_hi;
-        m_lo = m_hi;
-      }
-    }
-
-    // Padding and k_eff.
-    for (int64_t pos = keff + tid; pos < a.k; pos += kThreads) {
-      a.idx[r * a.idx_s0 + pos] = -1;
-      if (a.osc) a.osc[r * a.osc_s0 + pos] = __uint_as_float(0xff800000u);
-    }
-    if (a.keff && tid == 0) a.keff[r * a.keff_s0] = static_cast<int32_t>(keff);
+    finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
+    write_padding(a, r, keff);
     __syncthreads();
   }
+}
+
+// ---- The filter kernel: two streaming reads of the row, the candidates kept in shared memory ----
+//
+// For many rows (prefill) the row is streamed twice and never held whole: pass A counts the valid
+// keys and histograms bits 31..21 (2048 bins) with 16-byte loads, many in flight; warp 0 finds
+// the bin d0 that holds rank k_eff. Pass B streams the row again in column order and keeps every
+// key ≥ d0·2^21 — the sure winners above the bin and the bin itself — as (key, column) candidates
+// in shared memory, placed by ballots and one block barrier per 4096 columns. Two radix passes over
+// the candidates (bits 20..10, 9..0) find T and m; a collect over the candidates (column order)
+// takes keys > T and the first m ties; the sorted order comes from the block sort of the row kernel.
+// A row whose candidates would not fit (kCandCap: plateaus, or k_eff > 2048 when sorted) takes the
+// row kernel's multi-pass path, which is exact for any input.
+constexpr int kCandCap = 8192;
+constexpr int kBins11 = 2048;
+constexpr int kWarps = kThreads / 32;
+
+struct FilterSmem {
+  int hist[kBins11];
+  int warp_cnt[2][kWarps];
+  int digit, need, above;
+};
+
+// Warp 0: the digit d of a block histogram (nbins bins, descending scan) with
+// count(> d) < need ≤ count(≥ d); stores d, need − count(> d) and count(> d). Callers sync after.
+__device__ __forceinline__ void pick_digit(const int* hist, int nbins, int need, FilterSmem& fs) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  const int per = nbins / 32;  // 64 or 32 bins per lane, lane 0 the highest
+  const int top = nbins - 1 - lane * per;
+  int sum = 0;
+  for (int j = 0; j < per; ++j) sum += hist[top - j];
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  const unsigned cross = __ballot_sync(0xffffffffu, incl - sum < need && need <= incl);
+  if (lane == __ffs(cross) - 1) {
+    int cum = incl - sum, d = top;
+    for (int j = 0; j < per; ++j) {
+      const int b = hist[top - j];
+      if (cum + b >= need) {
+        d = top - j;
+        break;
+      }
+      cum += b;
+    }
+    fs.digit = d;
+    fs.need = need - cum;
+    fs.above = cum;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 2) topk_filter_kernel(const __grid_constant__ TopKArgs a) {
+  __shared__ Smem sm;  // the row kernel's storage: its fallback path and the final sort
+  __shared__ FilterSmem fs;
+  extern __shared__ uint32_t cand_mem[];
+  uint32_t* cand_key = cand_mem;
+  int32_t* cand_col = reinterpret_cast<int32_t*>(cand_mem + kCandCap);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
+    int64_t ks, ke;
+    row_range(a, r, &ks, &ke);
+    const int n = static_cast<int>(ke - ks);
+    const float* row_abs = a.scores + r * a.sc_s0;
+    const float* row = row_abs + ks;
+    // 16-byte groups tile [vs, ke), vs = ks aligned down to 16 bytes; entries outside [ks, ke) are
+    // invalid.
+    const int64_t vs = ks - static_cast<int64_t>((reinterpret_cast<uintptr_t>(row) >> 2) & 3u);
+    const int nvec = static_cast<int>((ke - vs + 3) / 4);
+    auto load4 = [&](int v, float f[4]) {
+      const int64_t g = vs + 4 * static_cast<int64_t>(v);
+      if (v < nvec && g >= ks && g + 4 <= ke) {
+        const float4 x = __ldcs(reinterpret_cast<const float4*>(row_abs + g));
+        f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          f[i] = (v < nvec && g + i >= ks && g + i < ke) ? row_abs[g + i] : __int_as_float(0x7fffffff);
+      }
+    };
+
+    for (int i = tid; i < kBins11; i += kThreads) fs.hist[i] = 0;
+    if (tid == 0) sm.valid = 0;
+    __syncthreads();
+
+    // Pass A: valid count and the 11-bit histogram; four 16-byte loads in flight per thread.
+    int valid = 0;
+    for (int v0 = tid; v0 < nvec; v0 += 4 * kThreads) {
+      float f[4][4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) load4(v0 + u * kThreads, f[u]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        uint32_t kk[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) kk[i] = score_key(f[u][i]);
+        const int nv = (kk[0] != 0u) + (kk[1] != 0u) + (kk[2] != 0u) + (kk[3] != 0u);
+        valid += nv;
+        const uint32_t b = kk[0] >> 21;
+        if (nv == 4 && (kk[1] >> 21) == b && (kk[2] >> 21) == b && (kk[3] >> 21) == b) {
+          atomicAdd(&fs.hist[b], 4);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            if (kk[i] != 0u) atomicAdd(&fs.hist[kk[i] >> 21], 1);
+        }
+      }
+    }
+    valid = __reduce_add_sync(0xffffffffu, valid);
+    if (lane == 0 && valid) atomicAdd(&sm.valid, valid);
+    __syncthreads();
+    const int nvalid = sm.valid;
+    const int64_t keff = a.k < nvalid ? a.k : nvalid;
+
+    // Candidates: every valid key when the whole row is taken, else keys ≥ d0·2^21.
+    uint32_t lo_key = 1u;
+    int d0 = 0, need = 0, n_cand = nvalid;
+    if (keff > 0 && keff < nvalid) {
+      pick_digit(fs.hist, kBins11, static_cast<int>(keff), fs);
+      __syncthreads();
+      d0 = fs.digit;
+      need = fs.need;
+      n_cand = fs.above + fs.hist[d0];
+      lo_key = static_cast<uint32_t>(d0) << 21;
+    }
+    const bool fits = n_cand <= kCandCap && (!a.sorted || keff <= kTile);
+
+    if (keff > 0 && !fits) {
+      // The row kernel's path needs its 8-bit first histogram: sums of 8 consecutive 11-bit bins.
+      for (int i = tid; i < 256; i += kThreads) {
+        int s8 = 0;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s8 += fs.hist[i * 8 + j];
+        sm.hist0[i] = s8;
+      }
+      __syncthreads();
+      finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
+    } else if (keff > 0) {
+      // Pass B: column order, 4096 columns per step (warp-major, 2 consecutive 16-byte groups per
+      // lane), the next step's loads issued before this step's barrier.
+      constexpr int kStepVecs = kThreads * 2;
+      int written = 0, parity = 0;
+      float cur[2][4], nxt[2][4];
+      const int v_lane = warp * 64 + lane * 2;
+      load4(v_lane, cur[0]);
+      load4(v_lane + 1, cur[1]);
+      for (int step = 0; step * kStepVecs < nvec; ++step) {
+        const int vbase = step * kStepVecs + v_lane;
+        load4(vbase + kStepVecs, nxt[0]);
+        load4(vbase + kStepVecs + 1, nxt[1]);
+        uint32_t kk[8];
+        int cnt = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          kk[i] = score_key(cur[i / 4][i % 4]);
+          cnt += kk[i] >= lo_key;
+        }
+        int incl = cnt;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const int t = __shfl_up_sync(0xffffffffu, incl, o);
+          if (lane >= o) incl += t;
+        }
+        if (lane == 31) fs.warp_cnt[parity][warp] = incl;
+        __syncthreads();
+        int before = 0, total = 0;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+          const int c = fs.warp_cnt[parity][w];
+          before += w < warp ? c : 0;
+          total += c;
+        }
+        int pos = written + before + incl - cnt;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          if (kk[i] < lo_key) continue;
+          if (pos < kCandCap) {
+            cand_key[pos] = kk[i];
+            cand_col[pos] = static_cast<int32_t>(vs + 4 * static_cast<int64_t>(vbase) + i - ks);
+          }
+          ++pos;
+        }
+        written += total;
+        parity ^= 1;
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) cur[j][i] = nxt[j][i];
+      }
+      __syncthreads();
+
+      // T and m among the candidates (the whole row taken: T = 0 takes every candidate).
+      uint32_t T = 0u;
+      int m = 0;
+      if (keff < nvalid) {
+        for (int i = tid; i < kBins11; i += kThreads) fs.hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < n_cand; i += kThreads) {
+          const uint32_t key = cand_key[i];
+          if ((key >> 21) == static_cast<uint32_t>(d0)) atomicAdd(&fs.hist[(key >> 10) & 2047u], 1);
+        }
+        __syncthreads();
+        pick_digit(fs.hist, kBins11, need, fs);
+        __syncthreads();
+        const uint32_t p22 = (static_cast<uint32_t>(d0) << 11) | static_cast<uint32_t>(fs.digit);
+        need = fs.need;
+        __syncthreads();
+        for (int i = tid; i < 1024; i += kThreads) fs.hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < n_cand; i += kThreads) {
+          const uint32_t key = cand_key[i];
+          if ((key >> 10) == p22) atomicAdd(&fs.hist[key & 1023u], 1);
+        }
+        __syncthreads();
+        pick_digit(fs.hist, 1024, need, fs);
+        __syncthreads();
+        T = (p22 << 10) | static_cast<uint32_t>(fs.digit);
+        m = fs.need;
+      }
+
+      // Collect over the candidates in column order: ranks of ties and slots from block scans.
+      int run_eq = 0, run_take = 0;
+      for (int base = 0; base < n_cand; base += kTile) {
+        uint32_t keys[kItems];
+        int eq = 0;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const int j = base + tid * kItems + i;
+          keys[i] = j < n_cand ? cand_key[j] : 0u;
+          eq += keys[i] == T && keys[i] != 0u;
+        }
+        int rank, eq_total;
+        BlockScanI(sm.tmp.scan32).ExclusiveSum(eq, rank, eq_total);
+        __syncthreads();
+        rank += run_eq;
+        bool take[kItems];
+        int takes = 0;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          take[i] = keys[i] != 0u && (keys[i] > T || (keys[i] == T && rank++ < m));
+          takes += take[i];
+        }
+        int slot, take_total;
+        BlockScanI(sm.tmp.scan32).ExclusiveSum(takes, slot, take_total);
+        __syncthreads();
+        slot += run_take;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          if (!take[i]) continue;
+          const int c = cand_col[base + tid * kItems + i];
+          if (a.sorted) {
+            sm.buf[slot] = composite(keys[i], c);
+          } else {
+            a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
+            if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
+          }
+          ++slot;
+        }
+        run_eq += eq_total;
+        run_take += take_total;
+      }
+      if (a.sorted) sort_and_write(a, r, ks, row, run_take, 0, keff, sm);
+    }
+    write_padding(a, r, keff);
+    __syncthreads();
+  }
+}
+
+// The filter kernel's dynamic shared memory (the candidates), set once per device.
+Status filter_attributes_once() {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static cudaError_t error[kMaxDevices];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
+    return cuda::launch_status("topk", "topk_filter_kernel (cudaGetDevice)");
+  std::call_once(once[dev], [dev] {
+    error[dev] = cudaFuncSetAttribute(topk_filter_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(2 * kCandCap * sizeof(uint32_t)));
+  });
+  if (error[dev] == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError,
+                std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(error[dev]));
+}
+
+// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster forces one where it applies (a tuning knob).
+enum class Kernel { kAuto, kRow, kFilter, kCluster };
+Kernel forced_kernel() {
+  static const Kernel k = [] {
+    const char* e = std::getenv("DSA_TOPK_KERNEL");
+    if (!e) return Kernel::kAuto;
+    const std::string v(e);
+    return v == "row" ? Kernel::kRow : v == "filter" ? Kernel::kFilter : v == "cluster" ? Kernel::kCluster : Kernel::kAuto;
+  }();
+  return k;
 }
 
 }  // namespace
@@ -345,7 +674,20 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
   if (a.rows == 0) return Status();
   cuda::DeviceInfo dev;
   if (Status d = cuda::device_info("topk", &dev); !d.ok()) return d;
-  if (topk_detail::cluster_takes(a, dev.cc_major)) return topk_detail::launch_cluster(a, dev.sm_count, stream);
+  // Many rows: the filter kernel (bandwidth-bound, two streaming reads); few rows: the cluster
+  // kernel (one read, the row spread over several SMs); the row kernel for the rest.
+  const Kernel forced = forced_kernel();
+  const bool filter_ok = !a.sorted || a.k <= kTile;
+  const bool cluster_ok = topk_detail::cluster_takes(a, dev.cc_major);
+  const bool many_rows = a.rows >= 2 * static_cast<int64_t>(dev.sm_count);
+  const bool use_filter = filter_ok && (forced == Kernel::kFilter || (forced == Kernel::kAuto && (many_rows || !cluster_ok)));
+  const bool use_cluster = !use_filter && cluster_ok && forced != Kernel::kRow;
+  if (use_cluster) return topk_detail::launch_cluster(a, dev.sm_count, stream);
+  if (use_filter && forced != Kernel::kRow) {
+    if (Status st = filter_attributes_once(); !st.ok()) return st;
+    topk_filter_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 2 * kCandCap * sizeof(uint32_t), stream>>>(a);
+    return cuda::launch_status("topk", "topk_filter_kernel");
+  }
   topk_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 0, stream>>>(a);
   return cuda::launch_status("topk", "topk_kernel");
 }
