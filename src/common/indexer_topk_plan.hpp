@@ -10,9 +10,11 @@
 
 namespace dsa::detail {
 
-// Automatic chunks hold about this many bytes of fp32 logits: L2-sized on an H200 (50 MB L2), so
-// a chunk's logits are mostly produced and consumed in L2.
-inline constexpr int64_t kIndexerTopKChunkBytes = int64_t{32} << 20;
+// Automatic chunks hold about this many bytes of fp32 logits: 512 rows at s_kv = 128K. Measured on
+// the H200 (docs/performance.md): L2-sized 32 MiB chunks (64 rows) left both kernels under-filled
+// (29.8 ms at 4096 × 128K against 21.8 ms unfused); 512-row chunks give the top-k its many-row
+// kernel and the indexer full waves, at a bounded 256 MiB instead of the 2 GiB logits tensor.
+inline constexpr int64_t kIndexerTopKChunkBytes = int64_t{256} << 20;
 
 // Row stride (floats) of the chunk's logits scratch: s_kv rounded up to 4 floats, so each row
 // starts 16-byte aligned.
