@@ -6,7 +6,8 @@
 // stride 128 B), q / k bases and row strides are 16-byte aligned, the device is cc 9.0 and this
 // binary holds the sm_90a image of the kernel. Everything else stays on indexer_logits.cu's kernels.
 // Kill switch: DSA_INDEXER_WGMMA=0 in the environment (read once, cached) forces the mma.sync
-// kernel; dsa::indexer_logits_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
+// kernel; =1 takes kernel version 1, =2 (or unset) version 2 (below). The test hook
+// dsa::indexer_logits_wgmma_for_testing(mode) overrides it (−1 env, 0 off, 1 on, 2 v1, 3 v2).
 //
 // Layout of the product: KEYS on the wgmma M dimension, (token, head) on N, so the head sum of a
 // key is nearly thread-local. D[key, 64·t + j] = K_tile[64 keys × 128] · Q^T with
@@ -29,6 +30,12 @@
 //     w·ReLU(acc) per (key, token), then xor-shuffles 1 and 2 over the quad, then × σ_k.
 //     Every output element comes from the same instruction sequence whatever the token block,
 //     chunk or warpgroup, so results are bitwise reproducible and batch invariant.
+//   - Version 2 (default) runs the same arithmetic per output (bitwise equal to version 1) with
+//     a cheaper epilogue: the lane's 64 weights live in registers, the 8 sums are interleaved
+//     FMA chains, a transpose-reduce (6 shuffles instead of 16) and 2 unbranched stores per lane;
+//     the next tile's cp.async are issued after the MMAs. 244 registers, no spills (v1: 192).
+//     Version 1's branchy epilogue (a shuffle pair and a conditional store per (token, row))
+//     serialised the FMA chains; the epilogue then outlasted the other group's MMA.
 // Keys outside every range of the CTA are not loaded; their accumulator rows (stale shared
 // memory) are never stored. Ranges are clamped to 0 ≤ ks ≤ ke ≤ s_kv as in indexer_logits.cu.
 #include "indexer/indexer_logits_wgmma.cuh"
@@ -131,6 +138,12 @@ __device__ __forceinline__ void wgmma_n256(float (&d)[128], uint64_t da, uint64_
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Pins accumulator registers after wgmma.wait_group: the compiler may not move their uses above it.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
 // Generic-proxy writes (cp.async, st.shared) become visible to the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void named_barrier(int id, int threads) {
@@ -170,6 +183,7 @@ __device__ __forceinline__ float relu(float x) {
 }
 __device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
 
+template <int kVer>
 __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
@@ -285,59 +299,143 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
   const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, q4 = lane & 3;
   const uint64_t desc_b = smem_desc(sbase);
   float acc[kAcc];
+  if constexpr (kVer == 1) {
 #pragma unroll 1
-  for (int64_t i = 0; i < my_n; ++i) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
-    fence_proxy_async();
-    named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
-    issue(i + kStages - 1);        // refills the stage of tile i − 1
-    const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
-    const uint64_t desc_a = smem_desc(st);
-    // Issue order alternates between the groups (global tile j after j − 1), so the tensor
-    // cores run one group's tile while the other group runs its epilogue. Barrier 3 + wg is
-    // "group wg may issue"; an arrival is made only where the other group has that tile.
-    const int64_t j = wg + 2 * i;
-    if (j > 0) named_barrier(3 + wg, 256);
-    wgmma_fence();
-    // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
-    wgmma_n256<0>(acc, desc_a, desc_b);
-    wgmma_n256<1>(acc, desc_a + 16, desc_b + 16);
-    wgmma_n256<1>(acc, desc_a + 32, desc_b + 32);
-    wgmma_n256<1>(acc, desc_a + 48, desc_b + 48);
-    wgmma_commit();
-    if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
-    wgmma_wait_all();
+    for (int64_t i = 0; i < my_n; ++i) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
+      fence_proxy_async();
+      named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
+      issue(i + kStages - 1);        // refills the stage of tile i − 1
+      const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+      const uint64_t desc_a = smem_desc(st);
+      // Issue order alternates between the groups (global tile j after j − 1), so the tensor
+      // cores run one group's tile while the other group runs its epilogue. Barrier 3 + wg is
+      // "group wg may issue"; an arrival is made only where the other group has that tile.
+      const int64_t j = wg + 2 * i;
+      if (j > 0) named_barrier(3 + wg, 256);
+      wgmma_fence();
+      // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
+      wgmma_n256<0>(acc, desc_a, desc_b);
+      wgmma_n256<1>(acc, desc_a + 16, desc_b + 16);
+      wgmma_n256<1>(acc, desc_a + 32, desc_b + 32);
+      wgmma_n256<1>(acc, desc_a + 48, desc_b + 48);
+      wgmma_commit();
+      if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
+      wgmma_wait_all();
 
-    const int64_t kb = (tile0 + wg + 2 * i) * kTileKeys;
-    const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
+      const int64_t kb = (tile0 + wg + 2 * i) * kTileKeys;
+      const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
 #pragma unroll
-    for (int t = 0; t < kT; ++t) {
-      float wt[16];
+      for (int t = 0; t < kT; ++t) {
+        float wt[16];
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
+          wt[4 * m] = w4.x;
+          wt[4 * m + 1] = w4.y;
+          wt[4 * m + 2] = w4.z;
+          wt[4 * m + 3] = w4.w;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          float s = 0.0f;
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            s = __fmaf_rn(wt[2 * jj], relu(acc[4 * (8 * t + jj) + 2 * r]), s);
+            s = __fmaf_rn(wt[2 * jj + 1], relu(acc[4 * (8 * t + jj) + 2 * r + 1]), s);
+          }
+          s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 1));
+          s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 2));
+          // The quad holds the same bits in all 4 lanes; lane (2t + r) % 4 stores.
+          if (((2 * t + r) & 3) == q4) {
+            const int kr = 16 * warp + g + 8 * r;
+            const int64_t key = kb + kr;
+            if (key >= vlo[t] && key < vhi[t]) a.out[(t0 + t) * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
+          }
+        }
+      }
+    }
+  } else {
+    // Version 2: the same arithmetic per output (bitwise equal to version 1), fewer instructions
+    // and no branches inside the epilogue:
+    //   - the 64 weights of this lane (4 tokens × its 16 heads) stay in registers;
+    //   - the 8 (token, row) partial sums are independent FMA chains, interleaved (ILP 8);
+    //   - the quad reduction is a transpose-reduce: 6 shuffles leave lane q4 the sums of
+    //     p = 2t + r ∈ {q4, q4 + 4}, each the same tree (v0 + v1) + (v2 + v3) as the butterfly;
+    //   - every lane stores 2 outputs (one key row kr, tokens q4 / 2 and 2 + q4 / 2) unbranched;
+    //   - the next tile's loads are issued after the MMAs, so they no longer delay the issue.
+    static_assert(kT == 4, "the epilogue below assumes 4 tokens (8 sums per lane, 2 stores)");
+    float wr[kT][16];
+#pragma unroll
+    for (int t = 0; t < kT; ++t)
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
-        wt[4 * m] = w4.x;
-        wt[4 * m + 1] = w4.y;
-        wt[4 * m + 2] = w4.z;
-        wt[4 * m + 3] = w4.w;
+        wr[t][4 * m] = w4.x;
+        wr[t][4 * m + 1] = w4.y;
+        wr[t][4 * m + 2] = w4.z;
+        wr[t][4 * m + 3] = w4.w;
       }
+    const int b1 = q4 & 1, b2 = q4 >> 1;
+    const int kr = 16 * warp + g + 8 * b1;  // this lane's key row in the tile
+    // Windows and output rows of this lane's two tokens (b2 and 2 + b2), selected without
+    // dynamic register indexing.
+    const int64_t lo0 = b2 ? vlo[1] : vlo[0], hi0 = b2 ? vhi[1] : vhi[0];
+    const int64_t lo1 = b2 ? vlo[3] : vlo[2], hi1 = b2 ? vhi[3] : vhi[2];
+    float* const o0 = a.out + (t0 + b2) * a.out_s0;
+    float* const o1 = a.out + (t0 + 2 + b2) * a.out_s0;
+#pragma unroll 1
+    for (int64_t i = 0; i < my_n; ++i) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
+      fence_proxy_async();
+      named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
+      const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
+      const uint64_t desc_a = smem_desc(st);
+      const int64_t j = wg + 2 * i;
+      if (j > 0) named_barrier(3 + wg, 256);
+      wgmma_fence();
+      wgmma_n256<0>(acc, desc_a, desc_b);
+      wgmma_n256<1>(acc, desc_a + 16, desc_b + 16);
+      wgmma_n256<1>(acc, desc_a + 32, desc_b + 32);
+      wgmma_n256<1>(acc, desc_a + 48, desc_b + 48);
+      wgmma_commit();
+      if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
+      issue(i + kStages - 1);        // refills the stage of tile i − 1 while the MMAs run
+      wgmma_wait_all();
+      fence_regs(acc);
+
+      float v[8];  // v[2t + r]: token t, key row 16·warp + g + 8r
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float s = 0.0f;
+      for (int p = 0; p < 8; ++p) v[p] = 0.0f;
 #pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          s = __fmaf_rn(wt[2 * jj], relu(acc[4 * (8 * t + jj) + 2 * r]), s);
-          s = __fmaf_rn(wt[2 * jj + 1], relu(acc[4 * (8 * t + jj) + 2 * r + 1]), s);
-        }
-        s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 1));
-        s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, 2));
-        // The quad holds the same bits in all 4 lanes; lane (2t + r) % 4 stores.
-        if (((2 * t + r) & 3) == q4) {
-          const int kr = 16 * warp + g + 8 * r;
-          const int64_t key = kb + kr;
-          if (key >= vlo[t] && key < vhi[t]) a.out[(t0 + t) * a.out_s0 + key] = __fmul_rn(s, sc[kr]);
-        }
+      for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+#pragma unroll
+          for (int t = 0; t < kT; ++t)
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+              v[2 * t + r] = __fmaf_rn(wr[t][2 * jj + e], relu(acc[4 * (8 * t + jj) + 2 * r + e]), v[2 * t + r]);
+      // Round 1 (lanes q4, q4 ^ 1): u[k] = Σ over the pair of v[2k + b1].
+      float u[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float send = b1 ? v[2 * k] : v[2 * k + 1];
+        const float keep = b1 ? v[2 * k + 1] : v[2 * k];
+        u[k] = __fadd_rn(keep, __shfl_xor_sync(0xffffffffu, send, 1));
       }
+      // Round 2 (lanes q4, q4 ^ 2): z[m] = Σ over the quad of v[4m + q4].
+      float z[2];
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        const float send = b2 ? u[2 * m] : u[2 * m + 1];
+        const float keep = b2 ? u[2 * m + 1] : u[2 * m];
+        z[m] = __fadd_rn(keep, __shfl_xor_sync(0xffffffffu, send, 2));
+      }
+      const int64_t key = (tile0 + j) * kTileKeys + kr;
+      const float sck = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes)[kr];
+      if (key >= lo0 && key < hi0) o0[key] = __fmul_rn(z[0], sck);
+      if (key >= lo1 && key < hi1) o1[key] = __fmul_rn(z[1], sck);
     }
   }
   cp_async_wait<0>();
@@ -350,28 +448,42 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
 
 // sm_90a image of the kernel present: its static shared size is 0 (the fallback variant has a
 // marker of 4 bytes) and its binary version is 90.
-bool wgmma_image_present() {
+template <int kVer>
+bool wgmma_image_present_v() {
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, logits_wgmma_kernel) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, logits_wgmma_kernel<kVer>) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
   return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
 }
+bool wgmma_image_present() { return wgmma_image_present_v<1>() && wgmma_image_present_v<2>(); }
 
-bool env_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("DSA_INDEXER_WGMMA");
-    return !(v && std::strcmp(v, "0") == 0);
+// DSA_INDEXER_WGMMA: "0" off, "1" kernel version 1, anything else (or unset) version 2.
+int env_version() {
+  static const int v = [] {
+    const char* e = std::getenv("DSA_INDEXER_WGMMA");
+    if (e && std::strcmp(e, "0") == 0) return 0;
+    if (e && std::strcmp(e, "1") == 0) return 1;
+    return 2;
   }();
-  return on;
+  return v;
+}
+
+// The version the next launch takes (0: none): test override first, then the environment.
+int wgmma_version() {
+  const int mode = g_wgmma_override.load();
+  if (mode == 0) return 0;
+  if (mode == 2) return 1;
+  if (mode == 3) return 2;
+  const int v = env_version();
+  return mode == 1 && v == 0 ? 2 : v;  // mode 1: on even where the environment says 0
 }
 
 }  // namespace
 
 bool indexer_wgmma_usable() {
-  const int mode = g_wgmma_override.load();
-  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
+  if (wgmma_version() == 0) return false;
   cuda::DeviceInfo info;
   if (!cuda::device_info("indexer_logits", &info).ok()) return false;
   if (info.cc_major != 9 || info.cc_minor != 0 || info.max_smem_optin < kSmemBytes) return false;
@@ -404,12 +516,13 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
     a.chunk = tiles * kTileKeys;
     blocks = a.ntb;
   }
-  const cudaError_t e =
-      cudaFuncSetAttribute(logits_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  const bool v1 = wgmma_version() == 1;
+  auto* kernel = v1 ? logits_wgmma_kernel<1> : logits_wgmma_kernel<2>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess)
     return Status(StatusCode::kCudaError,
                   std::string("indexer_logits: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));
-  logits_wgmma_kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(a);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(a);
   return cuda::launch_status("indexer_logits", "logits_wgmma_kernel");
 }
 
@@ -418,7 +531,8 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
 namespace dsa {
 // Test hooks (declared by tests/gpu/test_gpu_indexer.cpp, not in a public header).
 // mode −1 follows DSA_INDEXER_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma kernel
-// (still only where it applies).
+// (still only where it applies; its version from DSA_INDEXER_WGMMA, 2 unless that says 1),
+// 2 allows it as version 1, 3 as version 2.
 DSA_API void indexer_logits_wgmma_for_testing(int mode) { g_wgmma_override.store(mode); }
 // Whether qualifying prefill calls on the current device take the wgmma kernel now.
 DSA_API bool indexer_logits_wgmma_active() { return cuda_backend::indexer_wgmma_usable(); }

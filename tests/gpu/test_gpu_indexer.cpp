@@ -967,3 +967,169 @@ TEST_CASE("gpu indexer: prefill and decode captured in a CUDA graph replay bitwi
     graph_replay_matches(p, out);
   }
 }
+
+// ---- prefill wgmma kernel versions (cuda/indexer/indexer_logits_wgmma.cu) -------------------
+// Test hook modes 2 and 3 force kernel version 1 (the original epilogue) and version 2 (weights
+// in registers, transpose-reduce, unbranched stores). Version 2 keeps every output's arithmetic
+// (same FMA chain, same reduction tree, same scale multiply), so the two agree bit for bit.
+
+TEST_CASE("gpu indexer prefill: wgmma kernel versions 1 and 2, one-hot self-check", "[gpu][indexer]") {
+  for (int mode : {2, 3}) {
+    WgmmaMode m(mode);
+    CAPTURE(mode);
+    check_one_hot(1, 1);
+    check_one_hot(5, 130);
+    check_one_hot(130, 333);
+    check_one_hot(67, 1000);
+  }
+}
+
+TEST_CASE("gpu indexer prefill: wgmma kernel versions 1 and 2 agree bitwise", "[gpu][indexer]") {
+  struct Shape {
+    int64_t s_q, s_kv;
+    bool causal, signed_w;
+  };
+  for (const Shape& sh : {Shape{1, 40000, false, true}, Shape{7, 4097, false, false}, Shape{301, 2000, true, false},
+                          Shape{129, 9000, false, true}}) {
+    CAPTURE(sh.s_q, sh.s_kv, sh.causal, sh.signed_w);
+    const int64_t H = 64, D = 128, s_q = sh.s_q, s_kv = sh.s_kv;
+    test::Rng rng(0x1D0B + s_q);
+    Mirror q(s_q * H * D), k(s_kv * D), sc(s_kv * 4), w(s_q * H * 4), ks(s_q * 4), ke(s_q * 4), out(s_q * s_kv * 4);
+    for (int64_t i = 0; i < s_q * H * D; ++i) q.host()[i] = e4m3_of(rng.normal() * 2.0);
+    for (int64_t i = 0; i < s_kv * D; ++i) k.host()[i] = e4m3_of(rng.normal() * 2.0);
+    for (int64_t s = 0; s < s_kv; ++s) sc.host_as<float>()[s] = static_cast<float>(rng.uniform(1e-3, 2e-2));
+    for (int64_t i = 0; i < s_q * H; ++i) w.host_as<float>()[i] = head_weight(rng, sh.signed_w);
+    for (int64_t t = 0; t < s_q; ++t) {
+      int64_t lo = 0, hi = s_kv;
+      if (sh.causal) {
+        hi = s_kv - s_q + t + 1;
+      } else if (t % 4 != 0) {
+        lo = rng.integer(0, s_kv);
+        hi = rng.integer(lo, s_kv);
+      }
+      ks.host_as<int32_t>()[t] = static_cast<int32_t>(lo);
+      ke.host_as<int32_t>()[t] = static_cast<int32_t>(hi);
+    }
+    for (Mirror* m : {&q, &k, &sc, &w, &ks, &ke}) m->upload();
+    IndexerLogitsParams p;
+    p.q = q.view(true, DType::kE4M3, {s_q, H, D});
+    p.k = k.view(true, DType::kE4M3, {s_kv, D});
+    p.k_scale = sc.view(true, DType::kF32, {s_kv});
+    p.weights = w.view(true, DType::kF32, {s_q, H});
+    p.ks = ks.view(true, DType::kI32, {s_q});
+    p.ke = ke.view(true, DType::kI32, {s_q});
+    p.logits = out.view(true, DType::kF32, {s_q, s_kv});
+    std::vector<uint8_t> got[2];
+    for (int v = 0; v < 2; ++v) {
+      WgmmaMode m(2 + v);
+      if (!indexer_logits_wgmma_active()) {
+        WARN("wgmma kernel not available on this device/build");
+        return;
+      }
+      out.poison(0xFF);
+      REQUIRE(run(p).ok());
+      test::sync_ok();
+      got[v] = out.download();
+    }
+    int64_t bad = 0;
+    for (size_t i = 0; i < got[0].size(); i += 4)
+      if (std::memcmp(&got[0][i], &got[1][i], 4) != 0) ++bad;
+    CHECK(bad == 0);
+  }
+}
+
+// ---- paged decode wgmma v1 vs v2 ------------------------------------------------------------
+
+namespace {
+
+// Random paged inputs (as check_paged: shuffled pages, garbage past the used ones) through the
+// decode kernel under test-hook mode `mode`; returns the output bytes (poisoned first).
+std::vector<uint8_t> paged_run_bytes(const Paged& c, uint64_t seed, int mode) {
+  PagedWgmmaMode m(mode);
+  test::Rng rng(seed);
+  const int64_t rows = c.b * c.next_n, max_blocks = (c.max_ctx + c.P - 1) / c.P + 1;
+  const int64_t page_bytes = (c.d + 4) * c.P, num_blocks = c.b * max_blocks + 1;
+  std::vector<int32_t> pool(num_blocks);
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), rng.engine());
+  Mirror q(rows * c.h * c.d), cache(num_blocks * page_bytes), w(rows * c.h * 4), lens(c.lens.size() * 4),
+      bt(c.b * max_blocks * 4), out(rows * c.max_ctx * 4);
+  for (int64_t i = 0; i < rows * c.h * c.d; ++i) q.host()[i] = e4m3_of(rng.normal() * 2.0);
+  for (int64_t i = 0; i < num_blocks * page_bytes; i += 4) {
+    const float v = static_cast<float>(rng.uniform(1e-3, 2e-2));
+    std::memcpy(cache.host() + i, &v, 4);  // scales where they land; codes: the same bytes
+  }
+  for (int64_t i = 0; i < num_blocks * page_bytes; ++i)
+    if ((i % page_bytes) < c.d * c.P) cache.host()[i] = e4m3_of(rng.normal() * 2.0);
+  for (int64_t i = 0; i < rows * c.h; ++i) w.host_as<float>()[i] = head_weight(rng, c.signed_w);
+  std::memcpy(lens.host(), c.lens.data(), lens.bytes());
+  for (int64_t i = 0; i < c.b * max_blocks; ++i)
+    bt.host_as<int32_t>()[i] = i % 17 == 16 ? -1 : pool[i];  // a few unmappable pages: NaN keys
+  for (Mirror* mm : {&q, &cache, &w, &lens, &bt}) mm->upload();
+  out.poison(0xFF);
+  IndexerPagedLogitsParams p;
+  p.q = q.view(true, DType::kE4M3, {c.b, c.next_n, c.h, c.d});
+  p.k_cache = cache.view(true, DType::kU8, {num_blocks, page_bytes});
+  p.weights = w.view(true, DType::kF32, {rows, c.h});
+  p.context_lens = c.two_d ? lens.view(true, DType::kI32, {c.b, c.next_n}) : lens.view(true, DType::kI32, {c.b});
+  p.block_table = bt.view(true, DType::kI32, {c.b, max_blocks});
+  p.logits = out.view(true, DType::kF32, {rows, c.max_ctx});
+  p.page_block_size = static_cast<int32_t>(c.P);
+  const Status st = run(p);
+  INFO(st.message());
+  REQUIRE(st.ok());
+  test::sync_ok();
+  return out.download();
+}
+
+}  // namespace
+
+// v2 of the paged wgmma kernel (128-byte-swizzled tiles, coalesced copies, deeper rings) against
+// v1 (test-hook modes 3 and 2): the one-hot layout self-check on each, and bitwise equal outputs
+// on random inputs (the same products in the same order; only the shared-memory layout and the
+// copies differ). Uneven lengths so the tile split crosses requests; P 64/128/192/256 (the page
+// counter); next_n 1…4.
+TEST_CASE("gpu indexer decode: paged wgmma v2 vs v1 (one-hot, bitwise equal)", "[gpu][indexer][decode]") {
+  {
+    PagedWgmmaMode m(3);
+    if (!indexer_paged_wgmma_active()) {
+      WARN("paged wgmma kernel not available on this device/build");
+      return;
+    }
+  }
+  for (int mode : {3, 2}) {
+    PagedWgmmaMode m(mode);
+    CAPTURE(mode);
+    check_paged_one_hot(1, 1, 64, 1, false, {1});
+    check_paged_one_hot(3, 1, 64, 300, false, {300, 65, 128});
+    check_paged_one_hot(2, 1, 192, 2000, false, {2000, 1999});
+    check_paged_one_hot(2, 2, 64, 513, true, {513, 200, 0, 64});
+    check_paged_one_hot(3, 3, 128, 700, false, {700, 2, 450});
+    check_paged_one_hot(2, 4, 64, 640, true, {640, 639, 638, 1, 300, 301, 0, 77});
+    check_paged_one_hot(2, 4, 192, 1000, false, {1000, 4});
+  }
+  struct S {
+    int64_t b, next_n, P, max_ctx;
+  };
+  for (const S& s : {S{7, 1, 64, 9000}, S{5, 1, 128, 5000}, S{4, 1, 192, 4100}, S{3, 2, 64, 3000},
+                     S{3, 3, 256, 2600}, S{4, 4, 64, 1800}, S{600, 1, 64, 150}}) {
+    CAPTURE(s.b, s.next_n, s.P, s.max_ctx);
+    Paged c;
+    c.b = s.b;
+    c.next_n = s.next_n;
+    c.P = s.P;
+    c.max_ctx = s.max_ctx;
+    c.two_d = s.next_n == 2;
+    const int64_t n_lens = c.two_d ? s.b * s.next_n : s.b;
+    test::Rng lr(0x2E00 + s.b * 8 + s.next_n);
+    c.lens = random_lens(lr, n_lens, s.max_ctx);
+    c.lens[0] = static_cast<int32_t>(s.max_ctx);
+    const auto v1 = paged_run_bytes(c, 0x2E80 + s.b, 2);
+    const auto v2 = paged_run_bytes(c, 0x2E80 + s.b, 3);
+    REQUIRE(v1.size() == v2.size());
+    int64_t bad = 0;
+    for (size_t i = 0; i < v1.size(); i += 4)
+      if (std::memcmp(&v1[i], &v2[i], 4) != 0) ++bad;
+    CHECK(bad == 0);
+  }
+}
