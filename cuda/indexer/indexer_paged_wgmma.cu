@@ -52,22 +52,36 @@ namespace dsa::cuda_backend {
 namespace {
 
 constexpr int kTileKeys = 64;         // wgmma M
-constexpr int kStages = 4;            // cp.async ring per consumer warpgroup
 constexpr int kThreads = 256;         // two consumer warpgroups
 constexpr int kTileBytes = kTileKeys * 128;
-constexpr int kStageBytes = kTileBytes + kTileKeys * 4;  // keys, then their scales
+constexpr int kScaleBytes = kTileKeys * 4;
 
-template <int kT>
+// Shared memory of variant kV (1: the first version, no-swizzle core-matrix tiles with their
+// scales behind them; 2: 128-byte-swizzled tiles, 1024-byte aligned, scales in a ring of their
+// own, deeper rings). All offsets from a base aligned to kAlign.
+template <int kT, int kV>
 struct Smem {
   static constexpr int kN = 64 * kT;                       // wgmma N
-  static constexpr int kQBytes = kN * 128;
-  static constexpr int kWOff = kQBytes;                    // float w[kT][4][16], see the epilogue
+  static constexpr int kQBytes = kN * 128;                 // q at offset 0
+  // v2 stages: next_n 1 and 2 keep 2 CTAs/SM (≤ 113 KB each), 3 and 4 run 1 CTA/SM.
+  static constexpr int kStages = kV == 1 ? 4 : (kT == 1 ? 6 : (kT == 2 ? 4 : 8));
+  static constexpr int kStageBytes = kV == 1 ? kTileBytes + kScaleBytes : kTileBytes;
+  static constexpr int kScOff = kQBytes + 2 * kStages * kTileBytes;  // v2 only
+  static constexpr int kWOff = kV == 1 ? kQBytes : kScOff + 2 * kStages * kScaleBytes;  // float w[kT][4][16]
   static constexpr int kLenOff = kWOff + kT * 64 * 4;      // int32 len[4]
   static constexpr int kSegOff = kLenOff + 16;             // int64 first request, its tile prefix
   static constexpr int kScanOff = kSegOff + 16;            // int64 per-warp sums [8]
-  static constexpr int kStageOff = (kScanOff + 64 + 127) / 128 * 128;
-  static constexpr int kBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + base alignment slack
+  static constexpr int kKeyOff = kV == 1 ? (kScanOff + 64 + 127) / 128 * 128 : kQBytes;
+  static constexpr int kAlign = kV == 1 ? 128 : 1024;      // the 128-byte swizzle repeats every 1024 B
+  static constexpr int kBytes =
+      (kV == 1 ? kKeyOff + 2 * kStages * kStageBytes : kScanOff + 64) + kAlign;  // + base alignment slack
+  // Keys of stage st of warpgroup wg, and their 64 scales.
+  static constexpr __host__ __device__ int key_off(int wg, int st) { return kKeyOff + (wg * kStages + st) * kStageBytes; }
+  static constexpr __host__ __device__ int sc_off(int wg, int st) {
+    return kV == 1 ? key_off(wg, st) + kTileBytes : kScOff + (wg * kStages + st) * kScaleBytes;
+  }
 };
+constexpr int kMaxSmemBytes = Smem<4, 2>::kBytes > Smem<4, 1>::kBytes ? Smem<4, 2>::kBytes : Smem<4, 1>::kBytes;
 
 // D (+)= A·B over one k32 step, m64nNk32, e4m3 × e4m3 → f32, A and B from shared memory.
 // scale_d = 0 starts from zero (the instruction clears the accumulator itself).
@@ -212,6 +226,21 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t saddr) {
   return static_cast<uint64_t>((saddr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(128 >> 4) << 16) |
          (static_cast<uint64_t>(1024 >> 4) << 32);
 }
+// v2: 128-byte swizzle, K-major (layout type 1 in bits 62–63): rows of 128 B, 16-byte chunk c of
+// row r at r·128 + 16·(c ⊕ (r mod 8)), 8-row groups 1024 B apart (SBO); LBO unused. Tiles are
+// 1024-byte aligned (base offset 0); a k32 step advances the start by 32 B (the hardware applies
+// the XOR to the final address, as for a stored swizzled row).
+__device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1024 >> 4) << 32) |
+         (uint64_t{1} << 62);
+}
+// Byte offset of row r, 16-byte chunk c in that layout.
+__device__ __forceinline__ int sw128_off(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
+template <int kV>
+__device__ __forceinline__ uint64_t tile_desc(uint32_t saddr) {
+  if constexpr (kV == 1) return smem_desc(saddr);
+  else return smem_desc_sw128(saddr);
+}
 
 // ReLU in one instruction; NaN propagates (the sign of a zero term never changes the sums).
 __device__ __forceinline__ float relu(float x) {
@@ -237,14 +266,15 @@ __device__ __forceinline__ int64_t request_tiles(const WgmmaPagedArgs& a, int64_
   return (m + kTileKeys - 1) / kTileKeys;
 }
 
-template <int kT>
+template <int kT, int kV>
 __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registers: 2 CTAs/SM
     paged_wgmma_kernel(const __grid_constant__ WgmmaPagedArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using S = Smem<kT>;
-  constexpr int kN = S::kN, kAcc = kN / 2;
+  using S = Smem<kT, kV>;
+  constexpr int kN = S::kN, kAcc = kN / 2, kStages = S::kStages;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 127) & ~uintptr_t{127});
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + (S::kAlign - 1)) &
+                                             ~uintptr_t{S::kAlign - 1});
   const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   float* w_s = reinterpret_cast<float*>(smem + S::kWOff);
   int32_t* len_s = reinterpret_cast<int32_t*>(smem + S::kLenOff);
@@ -307,8 +337,9 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
   const int64_t r0 = seg_s[0], pre0 = seg_s[1];
 
   const int warp = wtid >> 5, gq = lane >> 2, q4 = lane & 3;
-  const uint64_t desc_b = smem_desc(sbase);
-  const uint32_t ring = sbase + S::kStageOff + wg * (kStages * kStageBytes);
+  const uint64_t desc_b = tile_desc<kV>(sbase);
+  // v2: 64-key tiles per page, a power of two or not (P is a multiple of 64 and fits int32).
+  const int tiles_per_page = static_cast<int>(a.P / kTileKeys);
   float acc[kAcc];
 
   int64_t pre = pre0;
@@ -332,7 +363,8 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     // q: B row n = 64·t + j (token t, head j), 8 chunks of 16 bytes; cp.async group 0.
     for (int i = tid; i < kN * 8; i += kThreads) {
       const int n = i >> 3, c = i & 7;
-      cp_async16(sbase + core_off(n, c), a.q + r * a.q_s0 + (n / 64) * a.q_s1 + (n % 64) * 128 + c * 16);
+      const int so = kV == 1 ? core_off(n, c) : sw128_off(n, c);
+      cp_async16(sbase + so, a.q + r * a.q_s0 + (n / 64) * a.q_s1 + (n % 64) * 128 + c * 16);
     }
     cp_async_commit();
 
@@ -340,34 +372,64 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     const int32_t* bt_row = a.bt + r * a.bt_s0;
     float* out_r = a.out + r * kT * a.out_s0;
     const int my_n = (ntiles - wg + 1) / 2;
+    // v2: the next tile to load (request tile lo_t + wg + 2i for the i of the next issue call) as
+    // page slot and 64-key sub-tile, advanced by 2 tiles a call (no division per tile).
+    int ld_pg = 0, ld_sub = 0;
+    if constexpr (kV == 2) {
+      ld_pg = (lo_t + wg) / tiles_per_page;
+      ld_sub = (lo_t + wg) - ld_pg * tiles_per_page;
+    }
     // Loads local tile i (request tile lo_t + wg + 2i) into its stage; always commits a group
-    // so the wait counts stay uniform.
+    // so the wait counts stay uniform. Called for i = 0, 1, 2, … in order.
     auto issue = [&](int i) {
       if (i < my_n) {
-        const int64_t key0 = static_cast<int64_t>(lo_t + wg + 2 * i) * kTileKeys;
-        const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
-        const int64_t page = bt_row[(key0 / a.P) * a.bt_s1];
+        const uint32_t st = sbase + S::key_off(wg, i % kStages);
+        const uint32_t st_sc = sbase + S::sc_off(wg, i % kStages);
+        int64_t page, off0;
+        if constexpr (kV == 1) {
+          const int64_t key0 = static_cast<int64_t>(lo_t + wg + 2 * i) * kTileKeys;
+          page = bt_row[(key0 / a.P) * a.bt_s1];
+          off0 = key0 % a.P;
+        } else {
+          page = bt_row[static_cast<int64_t>(ld_pg) * a.bt_s1];
+          off0 = ld_sub * kTileKeys;
+        }
         if (page >= 0 && page < a.num_blocks) {
-          const int64_t off0 = key0 % a.P;
           const uint8_t* codes = a.cache + page * a.page_stride + off0 * 128;
-          // 16 consecutive threads: 8 rows × 2 adjacent chunks (whole 32-byte sectors, and each
-          // group of 8 threads writes 8 different bank quads).
+          if constexpr (kV == 1) {
+            // 16 consecutive threads: 8 rows × 2 adjacent chunks (whole 32-byte sectors, and each
+            // group of 8 threads writes 8 different bank quads).
 #pragma unroll
-          for (int it = 0; it < 4; ++it) {
-            const int idx = it * 128 + wtid;
-            const int rr = (idx & 7) | (((idx >> 4) & 7) << 3);
-            const int c = ((idx >> 7) << 1) | ((idx >> 3) & 1);
-            cp_async16(st + core_off(rr, c), codes + rr * 128 + c * 16);
+            for (int it = 0; it < 4; ++it) {
+              const int idx = it * 128 + wtid;
+              const int rr = (idx & 7) | (((idx >> 4) & 7) << 3);
+              const int c = ((idx >> 7) << 1) | ((idx >> 3) & 1);
+              cp_async16(st + core_off(rr, c), codes + rr * 128 + c * 16);
+            }
+          } else {
+            // A warp copies 512 contiguous bytes (4 whole rows); the swizzle puts each group of
+            // 8 threads (one row) on 8 different bank quads.
+#pragma unroll
+            for (int it = 0; it < 4; ++it) {
+              const int idx = it * 128 + wtid;
+              cp_async16(st + sw128_off(idx >> 3, idx & 7), codes + idx * 16);
+            }
           }
           // The 64 scales: 256 contiguous bytes at P·128 + 4·off0 (16-byte aligned).
-          if (wtid < 16)
-            cp_async16(st + kTileBytes + 16 * wtid, a.cache + page * a.page_stride + a.P * 128 + 4 * off0 + 16 * wtid);
+          if (wtid < 16) cp_async16(st_sc + 16 * wtid, a.cache + page * a.page_stride + a.P * 128 + 4 * off0 + 16 * wtid);
         } else if (wtid < kTileKeys) {
           // Unmappable page: nothing loaded, the keys come out NaN.
-          *reinterpret_cast<float*>(smem + (st - sbase) + kTileBytes + 4 * wtid) = qnan();
+          *reinterpret_cast<float*>(smem + (st_sc - sbase) + 4 * wtid) = qnan();
         }
       }
       cp_async_commit();
+      if constexpr (kV == 2) {
+        ld_sub += 2;
+        while (ld_sub >= tiles_per_page) {  // at most twice
+          ld_sub -= tiles_per_page;
+          ++ld_pg;
+        }
+      }
     };
 
 #pragma unroll 1
@@ -380,6 +442,18 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     int32_t vhi[kT];  // store windows [0, L) (lengths are int32)
 #pragma unroll
     for (int t = 0; t < kT; ++t) vhi[t] = len_s[t];
+    // v2, next_n 1: this lane's 16 head weights stay in registers for the whole segment.
+    float wreg[kT == 1 && kV == 2 ? 16 : 1];
+    if constexpr (kT == 1 && kV == 2) {
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        const float4 w4 = *reinterpret_cast<const float4*>(w_s + 16 * q4 + 4 * m);
+        wreg[4 * m] = w4.x;
+        wreg[4 * m + 1] = w4.y;
+        wreg[4 * m + 2] = w4.z;
+        wreg[4 * m + 3] = w4.w;
+      }
+    }
 
 #pragma unroll 1
     for (int i = 0; i < my_n; ++i) {
@@ -387,34 +461,41 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
       fence_proxy_async();
       named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
       issue(i + kStages - 1);        // refills the stage of tile i − 1
-      const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
-      const uint64_t desc_a = smem_desc(st);
+      const int stage = i % kStages;
+      const uint64_t desc_a = tile_desc<kV>(sbase + S::key_off(wg, stage));
+      // k step s: bytes [32s, 32s + 32) of every row. v1: chunks 2s, 2s + 1 → +256·s bytes
+      // (>> 4 = 16s); v2: +32·s bytes (>> 4 = 2s).
+      constexpr int kStep = kV == 1 ? 16 : 2;
       // Issue order alternates between the groups (segment tile j after j − 1): barrier 3 + wg is
       // "group wg may issue"; an arrival is made only where the other group has that tile.
       const int j = wg + 2 * i;
       if (j > 0) named_barrier(3 + wg, 256);
       wgmma_fence();
-      // k step s: bytes [32s, 32s + 32) of every row = chunks 2s, 2s + 1 → +256·s bytes (>> 4 = 16s).
       wgmma_n<0, kN>(acc, desc_a, desc_b);
-      wgmma_n<1, kN>(acc, desc_a + 16, desc_b + 16);
-      wgmma_n<1, kN>(acc, desc_a + 32, desc_b + 32);
-      wgmma_n<1, kN>(acc, desc_a + 48, desc_b + 48);
+      wgmma_n<1, kN>(acc, desc_a + kStep, desc_b + kStep);
+      wgmma_n<1, kN>(acc, desc_a + 2 * kStep, desc_b + 2 * kStep);
+      wgmma_n<1, kN>(acc, desc_a + 3 * kStep, desc_b + 3 * kStep);
       wgmma_commit();
       if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
       wgmma_wait_all();
 
       const int kb = (lo_t + j) * kTileKeys;
-      const float* sc = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes);
+      const float* sc = reinterpret_cast<const float*>(smem + S::sc_off(wg, stage));
 #pragma unroll
       for (int t = 0; t < kT; ++t) {
         float wt[16];
+        if constexpr (kT == 1 && kV == 2) {
 #pragma unroll
-        for (int m = 0; m < 4; ++m) {
-          const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
-          wt[4 * m] = w4.x;
-          wt[4 * m + 1] = w4.y;
-          wt[4 * m + 2] = w4.z;
-          wt[4 * m + 3] = w4.w;
+          for (int e = 0; e < 16; ++e) wt[e] = wreg[e];
+        } else {
+#pragma unroll
+          for (int m = 0; m < 4; ++m) {
+            const float4 w4 = *reinterpret_cast<const float4*>(w_s + 64 * t + 16 * q4 + 4 * m);
+            wt[4 * m] = w4.x;
+            wt[4 * m + 1] = w4.y;
+            wt[4 * m + 2] = w4.z;
+            wt[4 * m + 3] = w4.w;
+          }
         }
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
@@ -448,31 +529,51 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 // marker of 4 bytes) and its binary version is 90.
 bool image_present() {
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, paged_wgmma_kernel<1>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, paged_wgmma_kernel<1, 2>) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
   return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
 }
 
-bool env_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("DSA_INDEXER_PAGED_WGMMA");
-    return !(v && std::strcmp(v, "0") == 0);
+// DSA_INDEXER_PAGED_WGMMA: 0 off, 1 the first version (v1), anything else or unset v2.
+int env_version() {
+  static const int v = [] {
+    const char* e = std::getenv("DSA_INDEXER_PAGED_WGMMA");
+    if (e && std::strcmp(e, "0") == 0) return 0;
+    if (e && std::strcmp(e, "1") == 0) return 1;
+    return 2;
   }();
-  return on;
+  return v;
 }
 
-template <int kT>
+// The variant qualifying calls take now (0: none), from the test hook and the environment.
+int wanted_version() {
+  switch (g_paged_wgmma_override.load()) {
+    case 0:
+      return 0;
+    case 1:
+      return env_version() == 1 ? 1 : 2;
+    case 2:
+      return 1;
+    case 3:
+      return 2;
+    default:
+      return env_version();
+  }
+}
+
+template <int kT, int kV>
 Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
-  constexpr int kBytes = Smem<kT>::kBytes;
-  cudaError_t e = cudaFuncSetAttribute(paged_wgmma_kernel<kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  constexpr int kBytes = Smem<kT, kV>::kBytes;
+  cudaError_t e =
+      cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
   // CTAs per SM, per device (0 unknown): a host-side query, cached.
   static std::atomic<int> occupancy[64];
   const bool cacheable = info.device >= 0 && info.device < 64;
   int per_sm = cacheable ? occupancy[info.device].load() : 0;
   if (e == cudaSuccess && per_sm == 0) {
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, paged_wgmma_kernel<kT>, kThreads, kBytes);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, paged_wgmma_kernel<kT, kV>, kThreads, kBytes);
     if (e == cudaSuccess && per_sm > 0 && cacheable) occupancy[info.device].store(per_sm);
   }
   if (e != cudaSuccess)
@@ -481,18 +582,33 @@ Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stre
   // Persistent: every CTA resident at once (the work split assumes it only for speed).
   const int sms = info.sm_count > 0 ? info.sm_count : 132;
   const unsigned blocks = static_cast<unsigned>(sms * (per_sm > 0 ? per_sm : 1));
-  paged_wgmma_kernel<kT><<<blocks, kThreads, kBytes, stream>>>(a);
+  paged_wgmma_kernel<kT, kV><<<blocks, kThreads, kBytes, stream>>>(a);
   return cuda::launch_status("indexer_paged_logits", "paged_wgmma_kernel");
+}
+
+template <int kV>
+Status launch_n(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
+  switch (a.next_n) {
+    case 1:
+      return launch<1, kV>(a, info, stream);
+    case 2:
+      return launch<2, kV>(a, info, stream);
+    case 3:
+      return launch<3, kV>(a, info, stream);
+    case 4:
+      return launch<4, kV>(a, info, stream);
+    default:
+      return Status(StatusCode::kInvalidArgument, "indexer_paged_logits: wgmma kernel needs next_n in 1..4");
+  }
 }
 
 }  // namespace
 
 bool indexer_paged_wgmma_usable() {
-  const int mode = g_paged_wgmma_override.load();
-  if (mode == 0 || (mode < 0 && !env_enabled())) return false;
+  if (wanted_version() == 0) return false;
   cuda::DeviceInfo info;
   if (!cuda::device_info("indexer_paged_logits", &info).ok()) return false;
-  if (info.cc_major != 9 || info.cc_minor != 0 || info.max_smem_optin < Smem<4>::kBytes) return false;
+  if (info.cc_major != 9 || info.cc_minor != 0 || info.max_smem_optin < kMaxSmemBytes) return false;
   // Per device: 0 unknown, 1 present, 2 absent.
   static std::atomic<int> present[64];
   if (info.device < 0 || info.device >= 64) return false;
@@ -509,18 +625,8 @@ Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream) {
   Status s = cuda::device_info("indexer_paged_logits", &info);
   if (!s.ok()) return s;
   a.cap = a.cols < a.max_blocks * a.P ? a.cols : a.max_blocks * a.P;
-  switch (a.next_n) {
-    case 1:
-      return launch<1>(a, info, stream);
-    case 2:
-      return launch<2>(a, info, stream);
-    case 3:
-      return launch<3>(a, info, stream);
-    case 4:
-      return launch<4>(a, info, stream);
-    default:
-      return Status(StatusCode::kInvalidArgument, "indexer_paged_logits: wgmma kernel needs next_n in 1..4");
-  }
+  // v1 only where asked for (environment 1 or the test hook); v2 otherwise.
+  return wanted_version() == 1 ? launch_n<1>(a, info, stream) : launch_n<2>(a, info, stream);
 }
 
 }  // namespace dsa::cuda_backend
@@ -528,7 +634,8 @@ Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream) {
 namespace dsa {
 // Test hooks (declared by tests/gpu/test_gpu_indexer.cpp, not in a public header).
 // mode −1 follows DSA_INDEXER_PAGED_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma
-// kernel (still only where it applies).
+// kernel (still only where it applies; v1 if the environment says 1, else v2), 2 allows it as
+// v1, 3 as v2.
 DSA_API void indexer_paged_wgmma_for_testing(int mode) { g_paged_wgmma_override.store(mode); }
 // Whether qualifying decode calls on the current device take the wgmma kernel now.
 DSA_API bool indexer_paged_wgmma_active() { return cuda_backend::indexer_paged_wgmma_usable(); }
