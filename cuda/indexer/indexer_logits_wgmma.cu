@@ -504,11 +504,36 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
   if (!s.ok()) return s;
   const int sms = info.sm_count > 0 ? info.sm_count : 132;
   a.ntb = (a.rows + kT - 1) / kT;
-  // Keys per work item: about 16 items per SM over the full (uncausal) grid, 8…128 tiles.
   const int64_t tiles = (a.cols + kTileKeys - 1) / kTileKeys;
-  int64_t per = (a.ntb * tiles + 16LL * sms - 1) / (16LL * sms);
-  per = per < 8 ? 8 : (per > 128 ? 128 : per);
+  const bool v1 = wgmma_version() == 1;
+  int64_t per;
+  if (v1) {
+    // Keys per work item: about 16 items per SM over the full (uncausal) grid, 8…128 tiles.
+    per = (a.ntb * tiles + 16LL * sms - 1) / (16LL * sms);
+    per = per < 8 ? 8 : (per > 128 ? 128 : per);
+  } else {
+    // Version 2: the number of key chunks n that minimises the modelled time of the full grid,
+    // ⌈ntb·n / SMs⌉ waves (one CTA per SM) × (⌈tiles / n⌉ + 6 tiles of per-item start-up: q,
+    // ranges, pipeline fill). At 4096 × 32K this takes whole rows (8 waves of 512 tiles, 4144
+    // units) instead of 128-tile chunks (32 waves, 4288); chunks at least 8 tiles. The split
+    // never changes a result (each output's arithmetic is the same in every work item).
+    const int64_t max_n = tiles / 8 > 1 ? tiles / 8 : 1;
+    int64_t best_n = 1;
+    double best = -1.0;
+    for (int64_t n = 1; n <= max_n && n <= 4096; ++n) {
+      const int64_t p = (tiles + n - 1) / n;
+      if (n > 1 && (tiles + p - 1) / p < n) continue;  // same chunking as a smaller n
+      const double waves = static_cast<double>((a.ntb * n + sms - 1) / sms);
+      const double t = waves * static_cast<double>(p + 6);
+      if (best < 0.0 || t < best) {
+        best = t;
+        best_n = n;
+      }
+    }
+    per = (tiles + best_n - 1) / best_n;
+  }
   if (per > tiles) per = tiles;
+  if (per < 1) per = 1;
   a.chunk = per * kTileKeys;
   const int64_t nchunks = (a.cols + a.chunk - 1) / a.chunk;
   int64_t blocks = a.ntb * nchunks;
@@ -516,7 +541,6 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
     a.chunk = tiles * kTileKeys;
     blocks = a.ntb;
   }
-  const bool v1 = wgmma_version() == 1;
   auto* kernel = v1 ? logits_wgmma_kernel<1> : logits_wgmma_kernel<2>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess)
