@@ -247,8 +247,15 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
       if (row >= a.rows) break;
       float* orow = a.out + row * a.out_s0;
       const int64_t lo = lo_s[t], hi = hi_s[t];
-      for (int64_t c = c0 + tid; c < c1; c += kThreads)
-        if (c < lo || c >= hi) orow[c] = neg_inf();
+      if constexpr (kVer == 1) {
+        for (int64_t c = c0 + tid; c < c1; c += kThreads)
+          if (c < lo || c >= hi) orow[c] = neg_inf();
+      } else {
+        // The same stores without walking [lo, hi) (whole-row work items): [c0, lo) and [hi, c1).
+        const int64_t e0 = lo < c1 ? lo : c1, b1 = hi > c0 ? hi : c0;
+        for (int64_t c = c0 + tid; c < e0; c += kThreads) orow[c] = neg_inf();
+        for (int64_t c = b1 + tid; c < c1; c += kThreads) orow[c] = neg_inf();
+      }
     }
   }
   if (ulo >= uhi) {  // block-uniform; no copy may still target this block's shared memory
