@@ -194,7 +194,10 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
   int32_t* hi_s = lo_s + kT;
 
   const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127;
-  const int64_t tb = static_cast<int64_t>(blockIdx.x) % a.ntb, chunk = static_cast<int64_t>(blockIdx.x) / a.ntb;
+  // v2 launches the token blocks last to first: under causal masks the late blocks hold the
+  // longest rows, so the long items start first and the tail is made of short ones.
+  const int64_t bx_tb = static_cast<int64_t>(blockIdx.x) % a.ntb;
+  const int64_t tb = kVer == 1 ? bx_tb : a.ntb - 1 - bx_tb, chunk = static_cast<int64_t>(blockIdx.x) / a.ntb;
   const int64_t t0 = tb * kT;
   const int64_t c0 = chunk * a.chunk, c1 = c0 + a.chunk < a.cols ? c0 + a.chunk : a.cols;
 
