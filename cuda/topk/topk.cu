@@ -6,17 +6,15 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Four kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|split|
-// cluster forces one):
-//   - filter (below): many rows (≥ 2 per SM, prefill), sorted k ≤ 2048 or unsorted: the row
-//     streamed twice, the candidates of the k-th bin of an 11-bit histogram kept in shared memory;
-//   - split (below): fewer rows (decode) on sm_90: the filter kernel's passes with each row spread
-//     over a thread-block cluster, the candidates gathered in CTA 0 through DSMEM;
-//   - cluster (topk_cluster.cu): the row read once and held in a cluster's shared memory, radix
-//     passes there; not chosen automatically (measured slower than split/filter), kept as an option;
-//   - row (this file): everything else — sorted k > 2048 — and the filter and split kernels'
-//     per-row fallback when the candidates do not fit (huge plateaus): multi-pass, exact for any
-//     input.
+// Three kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|cluster
+// forces one):
+//   - filter (below): sorted k ≤ 2048 or unsorted, from a quarter of the SMs' worth of rows up: the
+//     row streamed twice by one block, the candidates of the k-th bin of an 11-bit histogram kept
+//     in shared memory;
+//   - cluster (topk_cluster.cu): fewer rows (decode) on sm_90: each row read once into a thread-
+//     block cluster's shared memory, the radix passes there;
+//   - row (this file): sorted k > 2048, and the filter kernel's per-row fallback when the
+//     candidates do not fit (huge plateaus): multi-pass, exact for any input.
 //
 // This file's algorithm, one 512-thread block per row, for any k:
 //   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
@@ -41,8 +39,6 @@
 // Bad values cannot be reported without a host synchronization: ks and ke are clamped to
 // [0, cols] (ke ≥ ks); in the paged-slot domain, a column whose page lies outside block_table
 // gives −1 (the CPU reference rejects such calls).
-#include <cooperative_groups.h>
-
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -328,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
 // keys and histograms bits 31..21 (2048 bins) with 16-byte loads, many in flight; warp 0 finds
 // the bin d0 that holds rank k_eff. Pass B streams the row again in column order and keeps every
 // key ≥ d0·2^21 — the sure winners above the bin and the bin itself — as (key, column) candidates
-// in shared memory, placed by ballots and one block barrier per 4096 columns. Two radix passes over
+// in shared memory, placed by warp scans and one block barrier per 8192 columns. Two radix passes over
 // the candidates (bits 20..10, 9..0) find T and m; a collect over the candidates (column order)
 // takes keys > T and the first m ties; the sorted order comes from the block sort of the row kernel.
 // A row whose candidates would not fit (kCandCap: plateaus, or k_eff > 2048 when sorted) takes the
@@ -401,15 +397,17 @@ struct RowGroups {
 };
 
 // Pass A over groups [v0, v1): adds the 11-bit digits of the valid keys to hist (zeroed by the
-// caller) and returns this thread's valid count. Four 16-byte loads in flight per thread.
+// caller) and returns this thread's valid count. Eight 16-byte loads in flight per thread: one
+// block streams a whole row, so its own loads must cover the memory latency.
 __device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* hist) {
+  constexpr int kUnroll = 8;
   int valid = 0;
-  for (int vb = v0 + static_cast<int>(threadIdx.x); vb < v1; vb += 4 * kThreads) {
-    float f[4][4];
+  for (int vb = v0 + static_cast<int>(threadIdx.x); vb < v1; vb += kUnroll * kThreads) {
+    float f[kUnroll][4];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) g.load(vb + u * kThreads, v1, f[u]);
+    for (int u = 0; u < kUnroll; ++u) g.load(vb + u * kThreads, v1, f[u]);
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       uint32_t kk[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) kk[i] = score_key(f[u][i]);
@@ -428,27 +426,28 @@ __device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* h
   return valid;
 }
 
-// Pass B over groups [v0, v1) in column order (4096 columns per step: warp-major, 2 consecutive
+// Pass B over groups [v0, v1) in column order (8192 columns per step: warp-major, 4 consecutive
 // groups per lane; the next step's loads are issued before this step's barrier): every key ≥
-// lo_key goes to (out_key, out_col)[base + its rank], the column relative to ks. out_* may point
-// into another CTA's shared memory (DSMEM). Ends after a block barrier.
+// lo_key goes to (out_key, out_col)[base + its rank], the column relative to ks. Ends after a
+// block barrier.
 __device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint32_t lo_key, uint32_t* out_key,
                                        int32_t* out_col, int base, int cap, FilterSmem& fs) {
-  constexpr int kStepVecs = kThreads * 2;
+  constexpr int kGroups = 4;  // per lane per step
+  constexpr int kStepVecs = kThreads * kGroups;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int written = 0, parity = 0;
-  float cur[2][4], nxt[2][4];
-  const int v_lane = v0 + warp * 64 + lane * 2;
-  g.load(v_lane, v1, cur[0]);
-  g.load(v_lane + 1, v1, cur[1]);
+  float cur[kGroups][4], nxt[kGroups][4];
+  const int v_lane = v0 + warp * 32 * kGroups + lane * kGroups;
+#pragma unroll
+  for (int j = 0; j < kGroups; ++j) g.load(v_lane + j, v1, cur[j]);
   for (int step = 0; v0 + step * kStepVecs < v1; ++step) {
     const int vb = v_lane + step * kStepVecs;
-    g.load(vb + kStepVecs, v1, nxt[0]);
-    g.load(vb + kStepVecs + 1, v1, nxt[1]);
-    uint32_t kk[8];
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j) g.load(vb + kStepVecs + j, v1, nxt[j]);
+    uint32_t kk[4 * kGroups];
     int cnt = 0;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 4 * kGroups; ++i) {
       kk[i] = score_key(cur[i / 4][i % 4]);
       cnt += kk[i] >= lo_key;
     }
@@ -469,7 +468,7 @@ __device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint3
     }
     int pos = base + written + before + incl - cnt;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 4 * kGroups; ++i) {
       if (kk[i] < lo_key) continue;
       if (pos < cap) {
         out_key[pos] = kk[i];
@@ -480,7 +479,7 @@ __device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint3
     written += total;
     parity ^= 1;
 #pragma unroll
-    for (int j = 0; j < 2; ++j)
+    for (int j = 0; j < kGroups; ++j)
 #pragma unroll
       for (int i = 0; i < 4; ++i) cur[j][i] = nxt[j][i];
   }
@@ -570,7 +569,7 @@ __device__ __forceinline__ bool candidates_fit(const TopKArgs& a, int n_cand, in
   return n_cand <= cap && (!a.sorted || keff <= kTile);
 }
 
-__global__ void __launch_bounds__(kThreads, 2) topk_filter_kernel(const __grid_constant__ TopKArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) topk_filter_kernel(const __grid_constant__ TopKArgs a) {
   __shared__ Smem sm;  // the row kernel's storage: its fallback path and the final sort
   __shared__ FilterSmem fs;
   extern __shared__ uint32_t cand_mem[];
@@ -625,142 +624,6 @@ __global__ void __launch_bounds__(kThreads, 2) topk_filter_kernel(const __grid_c
   }
 }
 
-// ---- The split kernel: the filter kernel's two passes over a row spread across a cluster --------
-//
-// Few rows (decode): a thread-block cluster of C CTAs per row, each streaming 1/C of the row. Pass
-// A's local histograms are added (remote atomics) into CTA 0's, which is then the row's histogram;
-// every CTA publishes its valid count. One cluster barrier; every CTA reads d0 and the per-CTA
-// candidate counts (from CTA 0's histogram and the other CTAs' own, kept as suffix sums), so pass B
-// writes each CTA's candidates straight into CTA 0's buffer at the right column-order offset. A
-// second barrier; CTA 0 finishes the row alone (finish_candidates, or the multi-pass path when the
-// candidates do not fit) while the others start the next row. Two barriers per row.
-constexpr int kSplitCandCap = 5120;  // CTA 0's candidates; sized so two 512-thread CTAs fit per SM
-
-struct SplitSmem {
-  int local[kBins11];  // this CTA's pass-A histogram, then its suffix sums
-  // CTA 0: the row's histogram, receiving every CTA's remote adds. Double-buffered by row parity:
-  // CTA 0 clears a buffer after the row's second barrier, and the next adds into it come two rows
-  // later (CTA 0's own finishing uses fs.hist, never these).
-  int merged[2][kBins11];
-  int valid;
-};
-
-__global__ void __launch_bounds__(kThreads, 2) topk_split_kernel(const __grid_constant__ TopKArgs a) {
-  __shared__ Smem sm;
-  __shared__ FilterSmem fs;
-  extern __shared__ uint4 split_dyn[];  // SplitSmem, then (CTA 0) the candidates
-  SplitSmem& ss = *reinterpret_cast<SplitSmem*>(split_dyn);
-  uint32_t* cand_key = reinterpret_cast<uint32_t*>(split_dyn) + (sizeof(SplitSmem) + 15) / 16 * 4;
-  int32_t* cand_col = reinterpret_cast<int32_t*>(cand_key + kSplitCandCap);
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const int C = static_cast<int>(cluster.num_blocks());
-  const int me = static_cast<int>(cluster.block_rank());
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t n_clusters = gridDim.x / C;
-  uint32_t* cand_key0 = cluster.map_shared_rank(cand_key, 0);
-  int32_t* cand_col0 = cluster.map_shared_rank(cand_col, 0);
-
-  // CTA 0's histograms receive remote adds: zeroed before anyone can push.
-  for (int i = tid; i < 2 * kBins11; i += kThreads) ss.merged[i / kBins11][i % kBins11] = 0;
-  cluster.sync();
-
-  int parity = 0;
-  for (int64_t r = blockIdx.x / C; r < a.rows; r += n_clusters, parity ^= 1) {
-    int* merged = cluster.map_shared_rank(ss.merged[parity], 0);
-    int64_t ks, ke;
-    row_range(a, r, &ks, &ke);
-    const int n = static_cast<int>(ke - ks);
-    const RowGroups g(a, r, ks, ke);
-    const float* row = g.row_abs + ks;
-    const int per = (g.nvec + C - 1) / C;
-    const int v0 = min(g.nvec, me * per), v1 = min(g.nvec, v0 + per);
-
-    for (int i = tid; i < kBins11; i += kThreads) ss.local[i] = 0;
-    if (tid == 0) ss.valid = 0;
-    __syncthreads();
-    int valid = pass_a(g, v0, v1, ss.local);
-    valid = __reduce_add_sync(0xffffffffu, valid);
-    if (lane == 0 && valid) atomicAdd(&ss.valid, valid);
-    __syncthreads();
-    // Push into CTA 0's histogram, then keep suffix sums (keys with digit ≥ j) of the local one.
-    {
-      const int j0 = tid * (kBins11 / kThreads);  // 4 bins per thread
-      int v[kBins11 / kThreads], sum = 0;
-#pragma unroll
-      for (int i = 0; i < kBins11 / kThreads; ++i) {
-        v[i] = ss.local[j0 + i];
-        sum += v[i];
-        if (v[i]) atomicAdd(merged + j0 + i, v[i]);
-      }
-      int incl = sum;  // suffix over lanes above, then warps above
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int t = __shfl_down_sync(0xffffffffu, incl, o);
-        if (lane + o < 32) incl += t;
-      }
-      __syncthreads();
-      if (lane == 0) fs.warp_cnt[0][warp] = incl;
-      __syncthreads();
-      int run = incl - sum;
-      for (int w = warp + 1; w < kWarps; ++w) run += fs.warp_cnt[0][w];
-#pragma unroll
-      for (int i = kBins11 / kThreads - 1; i >= 0; --i) {
-        run += v[i];
-        ss.local[j0 + i] = run;
-      }
-    }
-    __syncthreads();
-    cluster.sync();  // barrier 1: CTA 0 holds the row's histogram; counts published
-
-    int nvalid = lane < C ? *cluster.map_shared_rank(&ss.valid, lane) : 0;
-    nvalid = __reduce_add_sync(0xffffffffu, nvalid);
-    const int64_t keff = a.k < nvalid ? a.k : nvalid;
-    uint32_t lo_key = 1u;
-    int d0 = 0, need = 0, n_cand = nvalid;
-    if (keff > 0 && keff < nvalid) {
-      pick_digit(merged, kBins11, static_cast<int>(keff), fs);  // warp 0, reading CTA 0's bins
-      __syncthreads();
-      d0 = fs.digit;
-      need = fs.need;
-      n_cand = fs.above + merged[d0];
-      lo_key = static_cast<uint32_t>(d0) << 21;
-    }
-    const bool fit = keff > 0 && candidates_fit(a, n_cand, keff, kSplitCandCap);
-    int base = 0;
-    if (fit) {
-      // This CTA's candidates start after those of the CTAs before it (column order).
-      int mine = 0;
-      if (lane < me) {
-        const int* lc = cluster.map_shared_rank(ss.local, lane);
-        mine = keff < nvalid ? lc[d0] : *cluster.map_shared_rank(&ss.valid, lane);
-      }
-      base = __reduce_add_sync(0xffffffffu, mine);
-      pass_b(g, v0, v1, lo_key, cand_key0, cand_col0, base, kSplitCandCap, fs);
-    } else if (keff > 0 && me == 0) {
-      for (int i = tid; i < 256; i += kThreads) {
-        int s8 = 0;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s8 += ss.merged[parity][i * 8 + j];
-        sm.hist0[i] = s8;
-      }
-    }
-    cluster.sync();  // barrier 2: the candidates are in CTA 0; nobody reads this row's counts again
-
-    if (me == 0) {
-      for (int i = tid; i < kBins11; i += kThreads) ss.merged[parity][i] = 0;
-      if (fit) {
-        finish_candidates(a, r, ks, row, n_cand, keff, nvalid, d0, need, cand_key, cand_col, sm, fs);
-      } else if (keff > 0) {
-        finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
-      }
-      write_padding(a, r, keff);
-      __syncthreads();
-    }
-  }
-  cluster.sync();  // no CTA leaves while another may still address its shared memory
-}
-
 // The filter kernel's dynamic shared memory (the candidates), set once per device.
 Status filter_attributes_once() {
   constexpr int kMaxDevices = 64;
@@ -778,62 +641,14 @@ Status filter_attributes_once() {
                 std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(error[dev]));
 }
 
-constexpr size_t kSplitDynBytes = (sizeof(SplitSmem) + 15) / 16 * 16 + 2 * kSplitCandCap * sizeof(uint32_t);
-
-// The split kernel's attributes (dynamic shared memory, clusters of 16), set once per device.
-Status split_attributes_once() {
-  constexpr int kMaxDevices = 64;
-  static std::once_flag once[kMaxDevices];
-  static cudaError_t error[kMaxDevices];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
-    return cuda::launch_status("topk", "topk_split_kernel (cudaGetDevice)");
-  std::call_once(once[dev], [dev] {
-    cudaError_t e = cudaFuncSetAttribute(topk_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kSplitDynBytes));
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(topk_split_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    error[dev] = e;
-  });
-  if (error[dev] == cudaSuccess) return Status();
-  return Status(StatusCode::kCudaError,
-                std::string("topk: setting the attributes of topk_split_kernel failed: ") + cudaGetErrorString(error[dev]));
-}
-
-// Few rows: C CTAs per row, the largest power of two ≤ 16 that keeps rows·C within one wave of two
-// CTAs per SM.
-Status launch_split(const TopKArgs& a, int sm_count, cudaStream_t stream) {
-  if (Status st = split_attributes_once(); !st.ok()) return st;
-  int C = 1;
-  while (C < 16 && a.rows * (2 * C) <= 2 * static_cast<int64_t>(sm_count)) C *= 2;
-  const int64_t clusters = a.rows < (1 << 20) ? a.rows : (1 << 20);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(clusters * C));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSplitDynBytes;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(C);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  cudaLaunchKernelEx(&cfg, topk_split_kernel, a);
-  return cuda::launch_status("topk", "topk_split_kernel");
-}
-
-// Which kernel: DSA_TOPK_KERNEL=row|filter|split|cluster forces one where it applies (tuning).
-enum class Kernel { kAuto, kRow, kFilter, kSplit, kCluster };
+// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster forces one where it applies (a tuning knob).
+enum class Kernel { kAuto, kRow, kFilter, kCluster };
 Kernel forced_kernel() {
   static const Kernel k = [] {
     const char* e = std::getenv("DSA_TOPK_KERNEL");
     if (!e) return Kernel::kAuto;
     const std::string v(e);
-    return v == "row"       ? Kernel::kRow
-           : v == "filter"  ? Kernel::kFilter
-           : v == "split"   ? Kernel::kSplit
-           : v == "cluster" ? Kernel::kCluster
-                            : Kernel::kAuto;
+    return v == "row" ? Kernel::kRow : v == "filter" ? Kernel::kFilter : v == "cluster" ? Kernel::kCluster : Kernel::kAuto;
   }();
   return k;
 }
@@ -896,27 +711,20 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
   if (a.rows == 0) return Status();
   cuda::DeviceInfo dev;
   if (Status d = cuda::device_info("topk", &dev); !d.ok()) return d;
-  // Many rows: the filter kernel (bandwidth-bound, two streaming reads per row); few rows: the
-  // split kernel (the same passes, a row spread over a cluster); the row kernel for the rest (and
-  // as both kernels' per-row fallback). DSA_TOPK_KERNEL forces one where it applies.
+  // Rows enough for a quarter of the SMs: the filter kernel (two streaming reads per row); fewer:
+  // the cluster kernel (each row spread over a cluster); the row kernel for sorted k > 2048.
+  // Measured on the H200 (docs/performance.md). DSA_TOPK_KERNEL forces one where it applies.
   const Kernel forced = forced_kernel();
   const bool filter_ok = !a.sorted || a.k <= kTile;
-  const bool clusters = dev.cc_major >= 9;
-  const bool many_rows = a.rows >= 2 * static_cast<int64_t>(dev.sm_count);
+  const bool cluster_ok = topk_detail::cluster_takes(a, dev.cc_major);
+  const bool few_rows = a.rows * 4 < static_cast<int64_t>(dev.sm_count);
   Kernel use = Kernel::kRow;
-  if (forced == Kernel::kCluster) {
-    use = topk_detail::cluster_takes(a, dev.cc_major) ? Kernel::kCluster : Kernel::kRow;
-  } else if (forced == Kernel::kRow || !filter_ok) {
-    use = Kernel::kRow;
-  } else if (forced == Kernel::kFilter) {
+  if (forced == Kernel::kCluster || (forced == Kernel::kAuto && few_rows && cluster_ok)) {
+    use = cluster_ok ? Kernel::kCluster : Kernel::kRow;
+  } else if (forced != Kernel::kRow && filter_ok) {
     use = Kernel::kFilter;
-  } else if (forced == Kernel::kSplit) {
-    use = clusters ? Kernel::kSplit : Kernel::kFilter;
-  } else {
-    use = many_rows || !clusters ? Kernel::kFilter : Kernel::kSplit;
   }
   if (use == Kernel::kCluster) return topk_detail::launch_cluster(a, dev.sm_count, stream);
-  if (use == Kernel::kSplit) return launch_split(a, dev.sm_count, stream);
   if (use == Kernel::kFilter) {
     if (Status st = filter_attributes_once(); !st.ok()) return st;
     topk_filter_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 2 * kCandCap * sizeof(uint32_t), stream>>>(a);
