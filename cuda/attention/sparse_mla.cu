@@ -862,6 +862,13 @@ Status run(const SparseMlaDecodeParams& p, void* workspace, size_t workspace_byt
     a.part_o = static_cast<float*>(workspace);
     a.part_ml = reinterpret_cast<float*>(static_cast<uint8_t*>(workspace) + plan.o_bytes);
   }
+  // sm_90a wgmma kernel (h_q % 64 == 0): same partial format, so splits reuse combine_kernel.
+  if (sparse_mla_wgmma_decode_applies(p)) {
+    const Status ws = run_sparse_mla_wgmma_decode(p, plan.n_split, plan.split_chunks, a.part_o, a.part_ml, stream);
+    if (!ws.ok() || plan.n_split <= 1 || a.tokens == 0) return ws;
+    combine_kernel<<<static_cast<unsigned>(a.tokens * a.h_q), kCombineThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+    return cuda::launch_status(op, "combine_kernel");
+  }
   return dispatch(op, a, fp8, stream);
 }
 

@@ -1,9 +1,12 @@
-// CUDA OP-SMLA-FWD (sparse MLA prefill, SPEC §6.2–6.3, §12.1) on sm_90a warpgroup MMA.
+// CUDA OP-SMLA-FWD (sparse MLA prefill, SPEC §6.2–6.3, §12.1) and OP-SMLA-DEC (decode from the
+// paged FP8 / bf16 caches, SPEC §6.4, §7.1) on sm_90a warpgroup MMA.
 //
-// Taken for bf16 q / kv when h_q is a multiple of 64, q rows / heads and kv rows are 16-byte
-// aligned (last dims contiguous), the device is cc 9.0 and this binary holds the sm_90a image;
-// everything else stays on sparse_mla.cu's mma.sync kernel. Kill switch: DSA_SPARSE_MLA_WGMMA=0
-// (read once); dsa::sparse_mla_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
+// Prefill: taken for bf16 q / kv when h_q is a multiple of 64, q rows / heads and kv rows are
+// 16-byte aligned (last dims contiguous). Decode: the same for q and the cache rows (656-byte FP8
+// or 1152-byte bf16), any num_splits (split partials in sparse_mla.cu's format; its combine_kernel
+// merges them). Both need cc 9.0 and the sm_90a image in this binary; everything else stays on
+// sparse_mla.cu's mma.sync kernel. Kill switch (both ops): DSA_SPARSE_MLA_WGMMA=0 (read once);
+// dsa::sparse_mla_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
 //
 // One 256-thread CTA per (query token, group of 64 heads): two warpgroups, both consumers and
 // both loaders. Per tile of 64 selected keys (double-buffered, gathered by 16-byte cp.async while
@@ -21,11 +24,18 @@
 // SBO 128 = next 8 columns, LBO 9216 = next 8 keys. P [64 heads × 64 keys]: K-major, SBO 1024.
 // Three CTA barriers per 64 keys (tile landed / row maxima / P written). No atomics, fixed order:
 // bitwise reproducible, and a token's results do not depend on the other tokens.
-// Shared memory: q 72 KB + 2 key tiles 144 KB + P 8 KB + 1.5 KB = 230,912 B: one CTA per SM;
-// 187 registers (O 128, S 16), no spills.
+// Decode differs only in the gather (template kFp8): a slot is a physical cache row (block
+// idx / P, offset idx % P). bf16 rows go straight into the key tile as in prefill. FP8 rows: the
+// raw 656 bytes go by cp.async into one staging tile (tile t + 1's copies run during tile t's
+// MMAs); at the top of tile t each thread dequantizes its row's 16-byte chunks into the single
+// bf16 key tile (bf16(e4m3 · scale), scale per 128 dims; k^R copied), one extra CTA barrier.
+// Shared memory: prefill / bf16 decode q 72 KB + 2 key tiles 144 KB + P 8 KB + 1.5 KB = 230,912 B;
+// FP8 decode q 72 KB + 1 key tile 72 KB + staging 41 KB + P 8 KB + 1.5 KB = 199,168 B: one CTA per
+// SM. Registers (ptxas, nvcc 13): bf16 216, FP8 200; no spills.
 #include "attention/sparse_mla_wgmma.cuh"
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <atomic>
 #include <climits>
@@ -55,30 +65,47 @@ constexpr int kKeys = 64;                    // keys per tile
 constexpr int kThreads = 256;                // two warpgroups
 constexpr int kGroupBytes = kD * 2 / 16 * 128;  // 9216: 8 rows of 576 bf16 as 72 core matrices
 constexpr int kTileBytes = 8 * kGroupBytes;  // 64 rows
-constexpr int kOffQ = 0;
-constexpr int kOffKv = kTileBytes;           // two key tiles
-constexpr int kOffP = kOffKv + 2 * kTileBytes;
-constexpr int kOffMax = kOffP + kHeads * kKeys * 2;  // float [2][64]: tile row max per group
-constexpr int kOffSum = kOffMax + 2 * kHeads * 4;    // float [2][64]: final row sums per group
-constexpr int kOffValid = kOffSum + 2 * kHeads * 4;  // int [2][64]: slot validity per buffer
-constexpr int kSmemBytes = kOffValid + 2 * kKeys * 4;
+constexpr int kFp8Row = kMlaFp8CacheBytes;  // 656: 512 e4m3 + 4 fp32 scales + 64 bf16 k^R
+constexpr int kFp8Chunks = kFp8Row / 16;     // 41
+
+// Shared memory plan. bf16 rows: two key tiles (gathered straight into the wgmma layout). FP8
+// rows: one raw 656-byte staging tile (the next tile's cp.async lands there while this one
+// computes) and one bf16 key tile that the CTA dequantizes into before S.
+template <bool kFp8>
+struct Lay {
+  static constexpr int kKvBufs = kFp8 ? 1 : 2;
+  static constexpr int kOffQ = 0;
+  static constexpr int kOffKv = kTileBytes;
+  static constexpr int kOffStage = kOffKv + kKvBufs * kTileBytes;
+  static constexpr int kOffP = kOffStage + (kFp8 ? kKeys * kFp8Row : 0);
+  static constexpr int kOffMax = kOffP + kHeads * kKeys * 2;  // float [2][64]: tile row max per group
+  static constexpr int kOffSum = kOffMax + 2 * kHeads * 4;    // float [2][64]: final row sums per group
+  static constexpr int kOffValid = kOffSum + 2 * kHeads * 4;  // int [2][64]: slot validity per buffer
+  static constexpr int kSmem = kOffValid + 2 * kKeys * 4;
+};
+static_assert(Lay<false>::kSmem == 230912 && Lay<true>::kSmem == 199168, "shared memory plan");
+constexpr int kSmemBytes = Lay<false>::kSmem;  // the larger of the two
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kMaxInit = -1e30f;
 
 struct Args {
-  const uint8_t* q;  // bf16; token t, head h at q + (t·q_s0 + h·q_s1)·2
-  const uint8_t* kv;  // row i at kv + i·kv_row_bytes
-  const int32_t* indices;
-  const int32_t* topk_length;  // null: topk
+  // token tok → (bi, si) = (tok / s_inner, tok % s_inner); prefill: s_inner = 1, bi = tok
+  const uint8_t* q;   // bf16; token (bi, si), head h at q + (bi·q_sb + si·q_ss + h·q_sh)·2
+  const uint8_t* kv;  // row i at kv + (i / P)·page_bytes + (i % P)·row_bytes (P == 1: i·page_bytes)
+  const int32_t* indices;      // row (bi, si) at indices + bi·i_sb + si·i_ss
+  const int32_t* topk_length;  // null: topk; entry bi
   const float* sink;           // null: none
   void* out;
   float* lse;
   float* max_logits;  // null: none
-  int64_t q_s0, q_s1, kv_row_bytes, i_s0, tl_s0, sink_s0;
-  int64_t o_s0, o_s1, l_s0, l_s1, m_s0, m_s1;
-  int64_t num_rows;
-  int topk, groups;
+  float* part_o;      // n_split > 1: [tok·h_q + h][n_split][512] un-normalized O (sparse_mla.cu's format)
+  float* part_ml;     // [tok·h_q + h][n_split][2]: running max (base 2, scaled), row sum
+  int64_t s_inner;
+  int64_t q_sb, q_ss, q_sh, i_sb, i_ss, tl_s0, sink_s0;
+  int64_t o_sb, o_ss, o_sh, l_sb, l_ss, l_sh, m_sb, m_sh;
+  int64_t P, page_bytes, row_bytes, num_rows;
+  int topk, groups, h_q, n_split, split_chunks;  // split_chunks: 32-slot chunks per split
   float scale_log2;
   bool out_f32, lse_base2, out_vec;
 };
@@ -163,26 +190,58 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// Two e4m3 codes (low byte first) → bf16x2 of (code · scale): e4m3 → f16 is exact (cvt), f16 → f32
+// exact, then one fp32 multiply and round to bf16 — the same values as sparse_mla.cu's
+// bf16(e4m3_to_float(c) · scale) (SPEC §7.1).
+__device__ __forceinline__ uint32_t dequant2(uint32_t codes, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  uint32_t h2;
+  asm("{\n.reg .b16 t;\ncvt.u16.u32 t, %1;\ncvt.rn.f16x2.e4m3x2 %0, t;\n}\n" : "=r"(h2) : "r"(codes & 0xFFFFu));
+  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h2));
+  return pack_bf16(__fmul_rn(f.x, scale), __fmul_rn(f.y, scale));
+#else
+  return pack_bf16(__fmul_rn(e4m3_to_float(static_cast<uint8_t>(codes)), scale),
+                   __fmul_rn(e4m3_to_float(static_cast<uint8_t>(codes >> 8)), scale));
+#endif
+}
+
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __grid_constant__ Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = Lay<kFp8>;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  float* smax = reinterpret_cast<float*>(smem + kOffMax);
-  float* ssum = reinterpret_cast<float*>(smem + kOffSum);
-  int* svalid = reinterpret_cast<int*>(smem + kOffValid);
+  float* smax = reinterpret_cast<float*>(smem + L::kOffMax);
+  float* ssum = reinterpret_cast<float*>(smem + L::kOffSum);
+  int* svalid = reinterpret_cast<int*>(smem + L::kOffValid);
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid & 127) >> 5, lane = tid & 31;
   const int g = lane >> 2, q4 = lane & 3;
-  const int64_t tok = static_cast<int64_t>(blockIdx.x) / a.groups;
-  const int head0 = static_cast<int>(blockIdx.x % static_cast<unsigned>(a.groups)) * kHeads;
+  const int64_t block = static_cast<int64_t>(blockIdx.x) / a.n_split;
+  const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(a.n_split));
+  const int64_t tok = block / a.groups;
+  const int head0 = static_cast<int>(block % a.groups) * kHeads;
+  const int64_t bi = tok / a.s_inner, si = tok % a.s_inner;
 
   int n_t = a.topk;
   if (a.topk_length) {  // clamped to [0, topk] as in sparse_mla.cu (the CPU reference rejects others)
-    const int v = a.topk_length[tok * a.tl_s0];
+    const int v = a.topk_length[bi * a.tl_s0];
     n_t = v < 0 ? 0 : (v > a.topk ? a.topk : v);
   }
-  const int ntiles = (n_t + kKeys - 1) / kKeys;
-  const int32_t* idx_row = a.indices + tok * a.i_s0;
+  // This CTA's slots [s_begin, s_end): all, or one split's whole 32-slot chunks (may be empty), as
+  // sparse_mla.cu deals them out.
+  int s_begin = 0, s_end = n_t;
+  if (a.n_split > 1) {
+    const int nchunks = static_cast<int>((static_cast<int64_t>(n_t) + 31) / 32);
+    const int64_t lo = static_cast<int64_t>(split) * a.split_chunks;
+    const int c_begin = lo < nchunks ? static_cast<int>(lo) : nchunks;
+    const int c_end = nchunks - c_begin < a.split_chunks ? nchunks : c_begin + a.split_chunks;
+    s_begin = c_begin * 32;
+    s_end = static_cast<int64_t>(c_end) * 32 < n_t ? c_end * 32 : n_t;
+    if (s_end < s_begin) s_end = s_begin;
+  }
+  const int ntiles = static_cast<int>((static_cast<int64_t>(s_end) - s_begin + kKeys - 1) / kKeys);
+  const int32_t* idx_row = a.indices + bi * a.i_sb + si * a.i_ss;
 
   // Loader role: thread → row lr of a 64-row set, 16-byte chunks lc + 4j (j < 18). A warp's 8
   // lanes of one phase write 8 different rows of a core matrix (distinct bank quads); a row's 4
@@ -190,30 +249,44 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
   const int lr = (tid & 7) | ((tid >> 5) << 3), lc = (tid >> 3) & 3;
   const uint32_t lofs = (lr >> 3) * kGroupBytes + lc * 128 + (lr & 7) * 16;
   {
-    const uint8_t* src = a.q + (tok * a.q_s0 + static_cast<int64_t>(head0 + lr) * a.q_s1) * 2 + lc * 16;
+    const uint8_t* src = a.q + (bi * a.q_sb + si * a.q_ss + static_cast<int64_t>(head0 + lr) * a.q_sh) * 2 + lc * 16;
 #pragma unroll
-    for (int j = 0; j < 18; ++j) cp_async16(sbase + kOffQ + lofs + j * 512, src + j * 64);
+    for (int j = 0; j < 18; ++j) cp_async16(sbase + L::kOffQ + lofs + j * 512, src + j * 64);
   }
   // The index of this thread's row in tile t (−1 past the list); loaded a tile ahead of its use.
   auto load_idx = [&](int t) -> int32_t {
-    const int slot = t * kKeys + lr;
-    return t < ntiles && slot < n_t ? idx_row[slot] : -1;
+    const int64_t slot = s_begin + static_cast<int64_t>(t) * kKeys + lr;
+    return t < ntiles && slot < s_end ? idx_row[slot] : -1;
   };
-  // Gathers tile t (row index idx) into buffer buf; commits a group even past the end (uniform
-  // wait counts).
+  auto row_addr = [&](int64_t idx) -> const uint8_t* {
+    if (a.P == 1) return a.kv + idx * a.page_bytes;
+    return a.kv + (idx / a.P) * a.page_bytes + (idx % a.P) * a.row_bytes;
+  };
+  // Gathers tile t (row index idx) into buffer buf (FP8: the raw rows into the staging tile);
+  // commits a group even past the end (uniform wait counts).
   auto issue = [&](int t, int buf, int32_t idx32) {
     if (t < ntiles) {
       const int64_t idx = idx32;
       const bool ok = idx >= 0 && idx < a.num_rows;
       if (lc == 0) svalid[buf * kKeys + lr] = ok ? 1 : 0;
-      const uint32_t dofs = kOffKv + buf * kTileBytes + lofs;
-      if (ok) {
-        const uint8_t* src = a.kv + idx * a.kv_row_bytes + lc * 16;
+      if constexpr (kFp8) {
+        if (ok) {  // an invalid row is never read: the dequantizer writes zeros for it
+          const uint8_t* src = row_addr(idx) + lc * 16;
+          const uint32_t dst = sbase + L::kOffStage + lr * kFp8Row + lc * 16;
 #pragma unroll
-        for (int j = 0; j < 18; ++j) cp_async16(sbase + dofs + j * 512, src + j * 64);
-      } else {  // zeros, so that P = 0 never meets stale (possibly NaN) bits in V
+          for (int j = 0; j < (kFp8Chunks + 3) / 4; ++j)
+            if (lc + 4 * j < kFp8Chunks) cp_async16(dst + j * 64, src + j * 64);
+        }
+      } else {
+        const uint32_t dofs = L::kOffKv + buf * kTileBytes + lofs;
+        if (ok) {
+          const uint8_t* src = row_addr(idx) + lc * 16;
 #pragma unroll
-        for (int j = 0; j < 18; ++j) *reinterpret_cast<uint4*>(smem + dofs + j * 512) = make_uint4(0u, 0u, 0u, 0u);
+          for (int j = 0; j < 18; ++j) cp_async16(sbase + dofs + j * 512, src + j * 64);
+        } else {  // zeros, so that P = 0 never meets stale (possibly NaN) bits in V
+#pragma unroll
+          for (int j = 0; j < 18; ++j) *reinterpret_cast<uint4*>(smem + dofs + j * 512) = make_uint4(0u, 0u, 0u, 0u);
+        }
       }
     }
     cp_async_commit();
@@ -227,16 +300,41 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
   float m_run[2] = {kMaxInit, kMaxInit};
   float l_part[2] = {0.0f, 0.0f};
   const int row0 = warp * 16 + g;  // this thread's accumulator rows: row0, row0 + 8
-  const uint64_t dq = smem_desc(sbase + kOffQ, 128, kGroupBytes);
-  const uint64_t dp = smem_desc(sbase + kOffP, 128, 1024);
+  const uint64_t dq = smem_desc(sbase + L::kOffQ, 128, kGroupBytes);
+  const uint64_t dp = smem_desc(sbase + L::kOffP, 128, 1024);
 
 #pragma unroll 1
   for (int t = 0; t < ntiles; ++t) {
     const int buf = t & 1;
     cp_async_wait_all();  // tile t (and q) landed for this thread's copies
-    fence_proxy_async();
+    if constexpr (!kFp8) fence_proxy_async();
     __syncthreads();      // ... for everyone; both groups are done with tile t − 1, P and smax
-    const uint32_t tile = sbase + kOffKv + buf * kTileBytes;
+    if constexpr (kFp8) {
+      // Dequantize row lr of the staging tile into the bf16 key tile (same core-matrix layout
+      // as the bf16 loader): chunks lc + 4j, j < 16 latent (scale j / 4), j = 16, 17 k^R.
+      const uint8_t* srow = smem + L::kOffStage + lr * kFp8Row;
+      uint8_t* drow = smem + L::kOffKv + lofs;
+      if (svalid[buf * kKeys + lr]) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const float sc = *reinterpret_cast<const float*>(srow + kDV + (j >> 2) * 4);
+          const uint2 codes = *reinterpret_cast<const uint2*>(srow + (lc + 4 * j) * 8);
+          *reinterpret_cast<uint4*>(drow + j * 512) =
+              make_uint4(dequant2(codes.x, sc), dequant2(codes.x >> 16, sc), dequant2(codes.y, sc),
+                         dequant2(codes.y >> 16, sc));
+        }
+#pragma unroll
+        for (int j = 16; j < 18; ++j)
+          *reinterpret_cast<uint4*>(drow + j * 512) =
+              *reinterpret_cast<const uint4*>(srow + kDV + 16 + (lc + 4 * (j - 16)) * 16);
+      } else {  // zeros, so that P = 0 never meets stale bits in V
+#pragma unroll
+        for (int j = 0; j < 18; ++j) *reinterpret_cast<uint4*>(drow + j * 512) = make_uint4(0u, 0u, 0u, 0u);
+      }
+      fence_proxy_async();
+      __syncthreads();  // key tile complete; the staging tile is free for tile t + 1
+    }
+    const uint32_t tile = sbase + L::kOffKv + (kFp8 ? 0 : buf * kTileBytes);
 
     // ---- S = Q · Kᵀ over this group's 32 keys; the gathers of tile t + 1 go out meanwhile ----
     float s[16];
@@ -294,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
       ls[0] += p0 + p1;
       ls[1] += p2 + p3;
       const int key = wg * 32 + 8 * i + 2 * q4;
-      const int pofs = kOffP + (row0 >> 3) * 1024 + (key >> 3) * 128 + (row0 & 7) * 16 + (key & 7) * 2;
+      const int pofs = L::kOffP + (row0 >> 3) * 1024 + (key >> 3) * 128 + (row0 & 7) * 16 + (key & 7) * 2;
       *reinterpret_cast<uint32_t*>(smem + pofs) = pack_bf16(p0, p1);
       *reinterpret_cast<uint32_t*>(smem + pofs + 1024) = pack_bf16(p2, p3);  // row0 + 8
     }
@@ -340,6 +438,18 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     const int row = row0 + 8 * r;
     const int h = head0 + row;
     const float l = ssum[row] + ssum[kHeads + row];
+    if (a.n_split > 1) {  // split partial: raw O, m, l; sparse_mla.cu's combine_kernel finishes the row
+      const int64_t prow = (tok * a.h_q + h) * a.n_split + split;
+      float* po = a.part_o + prow * kDV + wg * (kDV / 2) + 2 * q4;
+#pragma unroll
+      for (int i = 0; i < 32; ++i)
+        *reinterpret_cast<float2*>(po + 8 * i) = make_float2(o[4 * i + 2 * r], o[4 * i + 2 * r + 1]);
+      if (wg == 0 && q4 == 0) {
+        a.part_ml[prow * 2] = m_run[r];
+        a.part_ml[prow * 2 + 1] = l;
+      }
+      continue;
+    }
     const bool empty = !(l > 0.0f);
     float lse2 = INFINITY, mlog = -INFINITY, mul = 0.0f;
     if (!empty) {
@@ -351,7 +461,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
         mul = mul / denom;
       }
     }
-    const int64_t orow = tok * a.o_s0 + h * a.o_s1 + wg * (kDV / 2) + 2 * q4;
+    const int64_t orow = bi * a.o_sb + si * a.o_ss + h * a.o_sh + wg * (kDV / 2) + 2 * q4;
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       const float v0 = empty ? 0.0f : o[4 * i + 2 * r] * mul;
@@ -376,8 +486,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
       }
     }
     if (wg == 0 && q4 == 0) {
-      a.lse[tok * a.l_s0 + h * a.l_s1] = empty ? INFINITY : (a.lse_base2 ? lse2 : lse2 * kLn2);
-      if (a.max_logits) a.max_logits[tok * a.m_s0 + h * a.m_s1] = mlog;
+      a.lse[bi * a.l_sb + si * a.l_ss + h * a.l_sh] = empty ? INFINITY : (a.lse_base2 ? lse2 : lse2 * kLn2);
+      if (a.max_logits) a.max_logits[bi * a.m_sb + h * a.m_sh] = mlog;
     }
   }
 #else
@@ -391,7 +501,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
 // binary version is 90.
 bool image_present() {
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, sparse_mla_wgmma_kernel) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, sparse_mla_wgmma_kernel<false>) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
@@ -441,6 +551,88 @@ bool sparse_mla_wgmma_applies(const SparseMlaFwdParams& p) {
   return sparse_mla_wgmma_usable();
 }
 
+namespace {
+
+template <bool kFp8>
+Status launch(const char* op, const Args& a, int64_t blocks, Stream stream) {
+  if (blocks == 0) return Status();
+  auto kernel = sparse_mla_wgmma_kernel<kFp8>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Lay<kFp8>::kSmem);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kCudaError, std::string(op) + ": cudaFuncSetAttribute failed: " + cudaGetErrorString(e));
+  }
+  kernel<<<static_cast<unsigned>(blocks), kThreads, Lay<kFp8>::kSmem, static_cast<cudaStream_t>(stream)>>>(a);
+  return cuda::launch_status(op, "sparse_mla_wgmma_kernel");
+}
+
+}  // namespace
+
+bool sparse_mla_wgmma_decode_applies(const SparseMlaDecodeParams& p) {
+  const bool fp8 = p.cache.dtype == DType::kU8;
+  if (p.q.dtype != DType::kBF16 || (!fp8 && p.cache.dtype != DType::kBF16)) return false;
+  if (p.q.rank != 4 || p.cache.rank != 3 || p.indices.rank != 3 || p.out.rank != 4 || p.lse.rank != 3) return false;
+  const int64_t tokens = p.q.shape[0] * p.q.shape[1], h = p.q.shape[2];
+  if (tokens < 0 || h <= 0 || h % kHeads != 0 || p.q.shape[3] != kD || p.out.shape[3] != kDV) return false;
+  if (p.cache.shape[2] != (fp8 ? kFp8Row : kD)) return false;
+  if (tokens > static_cast<int64_t>(INT_MAX) / (h / kHeads) || h > INT_MAX) return false;
+  if (p.indices.shape[2] > INT_MAX) return false;
+  if (p.q.stride[3] != 1 || p.cache.stride[2] != 1 || p.indices.stride[2] != 1 || p.out.stride[3] != 1) return false;
+  if (!aligned16(p.q.data) || (p.q.stride[0] * 2) % 16 != 0 || (p.q.stride[1] * 2) % 16 != 0 ||
+      (p.q.stride[2] * 2) % 16 != 0)
+    return false;
+  const int64_t esz = fp8 ? 1 : 2;
+  if (!aligned16(p.cache.data) || (p.cache.stride[0] * esz) % 16 != 0 ||
+      (p.cache.shape[1] > 1 && (p.cache.stride[1] * esz) % 16 != 0))
+    return false;
+  if (p.out.dtype != DType::kBF16 && p.out.dtype != DType::kF32) return false;
+  return sparse_mla_wgmma_usable();
+}
+
+Status run_sparse_mla_wgmma_decode(const SparseMlaDecodeParams& p, int n_split, int split_chunks, float* part_o,
+                                   float* part_ml, Stream stream) {
+  const bool fp8 = p.cache.dtype == DType::kU8;
+  const int64_t esz = fp8 ? 1 : 2;
+  Args a{};
+  a.q = static_cast<const uint8_t*>(p.q.data);
+  a.kv = static_cast<const uint8_t*>(p.cache.data);
+  a.indices = static_cast<const int32_t*>(p.indices.data);
+  a.topk_length = p.topk_length.present() ? static_cast<const int32_t*>(p.topk_length.data) : nullptr;
+  a.sink = p.attn_sink.present() ? static_cast<const float*>(p.attn_sink.data) : nullptr;
+  a.out = p.out.data;
+  a.lse = static_cast<float*>(p.lse.data);
+  a.max_logits = nullptr;
+  a.n_split = n_split > 1 ? n_split : 1;
+  a.split_chunks = split_chunks;
+  a.part_o = part_o;
+  a.part_ml = part_ml;
+  a.s_inner = p.q.shape[1] > 0 ? p.q.shape[1] : 1;
+  a.q_sb = p.q.stride[0], a.q_ss = p.q.stride[1], a.q_sh = p.q.stride[2];
+  a.i_sb = p.indices.stride[0], a.i_ss = p.indices.stride[1];
+  a.tl_s0 = p.topk_length.present() ? p.topk_length.stride[0] : 0;
+  a.sink_s0 = p.attn_sink.present() ? p.attn_sink.stride[0] : 0;
+  a.o_sb = p.out.stride[0], a.o_ss = p.out.stride[1], a.o_sh = p.out.stride[2];
+  a.l_sb = p.lse.stride[0], a.l_ss = p.lse.stride[1], a.l_sh = p.lse.stride[2];
+  a.P = p.cache.shape[1];
+  a.page_bytes = p.cache.stride[0] * esz;
+  a.row_bytes = a.P == 1 ? 0 : p.cache.stride[1] * esz;
+  a.num_rows = p.cache.shape[0] * p.cache.shape[1];
+  a.topk = static_cast<int>(p.indices.shape[2]);
+  a.h_q = static_cast<int>(p.q.shape[2]);
+  a.groups = a.h_q / kHeads;
+  a.scale_log2 = p.sm_scale * kLog2e;
+  a.out_f32 = p.out.dtype == DType::kF32;
+  a.lse_base2 = p.lse_base == LseBase::kBase2;
+  {  // two adjacent out elements as one 4-byte (bf16) / 8-byte (f32) word
+    const uintptr_t bytes = a.out_f32 ? 8 : 4;
+    a.out_vec = (reinterpret_cast<uintptr_t>(p.out.data) & (bytes - 1)) == 0 && p.out.stride[0] % 2 == 0 &&
+                p.out.stride[1] % 2 == 0 && p.out.stride[2] % 2 == 0;
+  }
+  const int64_t blocks = p.q.shape[0] * p.q.shape[1] * a.groups * a.n_split;
+  return fp8 ? launch<true>("sparse_mla_decode", a, blocks, stream)
+             : launch<false>("sparse_mla_decode", a, blocks, stream);
+}
+
 Status run_sparse_mla_wgmma(const SparseMlaFwdParams& p, Stream stream) {
   Args a{};
   a.q = static_cast<const uint8_t*>(p.q.data);
@@ -451,17 +643,21 @@ Status run_sparse_mla_wgmma(const SparseMlaFwdParams& p, Stream stream) {
   a.out = p.out.data;
   a.lse = static_cast<float*>(p.lse.data);
   a.max_logits = p.max_logits.present() ? static_cast<float*>(p.max_logits.data) : nullptr;
-  a.q_s0 = p.q.stride[0], a.q_s1 = p.q.stride[1];
-  a.kv_row_bytes = p.kv.stride[0] * 2;
-  a.i_s0 = p.indices.stride[0];
+  a.n_split = 1;
+  a.s_inner = 1;  // bi = token, si = 0
+  a.q_sb = p.q.stride[0], a.q_sh = p.q.stride[1];
+  a.i_sb = p.indices.stride[0];
   a.tl_s0 = p.topk_length.present() ? p.topk_length.stride[0] : 0;
   a.sink_s0 = p.attn_sink.present() ? p.attn_sink.stride[0] : 0;
-  a.o_s0 = p.out.stride[0], a.o_s1 = p.out.stride[1];
-  a.l_s0 = p.lse.stride[0], a.l_s1 = p.lse.stride[1];
-  a.m_s0 = a.max_logits ? p.max_logits.stride[0] : 0;
-  a.m_s1 = a.max_logits ? p.max_logits.stride[1] : 0;
+  a.o_sb = p.out.stride[0], a.o_sh = p.out.stride[1];
+  a.l_sb = p.lse.stride[0], a.l_sh = p.lse.stride[1];
+  a.m_sb = a.max_logits ? p.max_logits.stride[0] : 0;
+  a.m_sh = a.max_logits ? p.max_logits.stride[1] : 0;
+  a.P = 1;
+  a.page_bytes = p.kv.stride[0] * 2;
   a.num_rows = p.kv.shape[0];
   a.topk = static_cast<int>(p.indices.shape[1]);
+  a.h_q = static_cast<int>(p.q.shape[1]);
   a.groups = static_cast<int>(p.q.shape[1] / kHeads);
   a.scale_log2 = p.sm_scale * kLog2e;
   a.out_f32 = p.out.dtype == DType::kF32;
@@ -471,16 +667,7 @@ Status run_sparse_mla_wgmma(const SparseMlaFwdParams& p, Stream stream) {
     a.out_vec = (reinterpret_cast<uintptr_t>(p.out.data) & (bytes - 1)) == 0 && p.out.stride[0] % 2 == 0 &&
                 p.out.stride[1] % 2 == 0;
   }
-  const cudaError_t e =
-      cudaFuncSetAttribute(sparse_mla_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status(StatusCode::kCudaError,
-                  std::string("sparse_mla_fwd: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));
-  }
-  const int64_t blocks = p.q.shape[0] * a.groups;
-  sparse_mla_wgmma_kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, static_cast<cudaStream_t>(stream)>>>(a);
-  return cuda::launch_status("sparse_mla_fwd", "sparse_mla_wgmma_kernel");
+  return launch<false>("sparse_mla_fwd", a, p.q.shape[0] * a.groups, stream);
 }
 
 }  // namespace dsa::cuda_backend

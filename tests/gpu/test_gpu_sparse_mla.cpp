@@ -974,3 +974,143 @@ TEST_CASE("gpu sparse_mla_fwd: wgmma and mma.sync kernels both match the CPU ref
     }
   }
 }
+
+// ---- sm_90a wgmma decode (the same kernel over the paged FP8 / bf16 caches) -------------------------
+
+TEST_CASE("gpu sparse_mla_decode: one-hot layout self-check (wgmma and mma.sync kernels, FP8 and bf16 caches)",
+          "[gpu][sparse_mla]") {
+  std::printf("sparse_mla_decode: wgmma kernel %s on this device/build\n",
+              sparse_mla_wgmma_active() ? "available" : "NOT available");
+  // Token t has one valid slot (any tile, any position) → cache slot k_t; head j's q is 1 at dim
+  // d(j) = 7j mod 576. Then out[t, j, :] = the dequantized latent of k_t (bf16(e4m3 · scale) for
+  // FP8, the stored bf16 otherwise) bitwise, lse = that row's value at d(j) · τ. Every other slot
+  // holds NaN: a wrong gather, dequantization, scale index or layout shows up here.
+  test::Rng rng(0x0E02);
+  for (int mode : {1, 0})
+    for (bool fp8 : {true, false})
+      for (int64_t h : {64, 128}) {
+        SmlaWgmmaMode guard(mode);
+        const int64_t b = 3, s_q = 4, topk = 192, P = 16, nb = 24, slots = nb * P, rows = b * s_q;
+        const int64_t row_bytes = fp8 ? 656 : 1152;
+        CAPTURE(mode, fp8, h);
+        Mirror q(rows * h * 576 * 2), cache(slots * row_bytes), ind(rows * topk * 4), out(rows * h * 512 * 2),
+            lse(rows * h * 4);
+        std::memset(q.host(), 0, static_cast<size_t>(rows * h * 576 * 2));
+        uint16_t* qh = reinterpret_cast<uint16_t*>(q.host());
+        for (int64_t t = 0; t < rows; ++t)
+          for (int64_t j = 0; j < h; ++j) qh[(t * h + j) * 576 + (7 * j) % 576] = 0x3F80;  // bf16 1.0
+        {
+          const auto lat = test::randn_bf16(rng, static_cast<size_t>(slots * 576), 1.0, 0.5);
+          std::vector<int32_t> map(static_cast<size_t>(slots));
+          std::iota(map.begin(), map.end(), 0);
+          MlaCacheWriteParams w;
+          w.kv = make_view(lat.data(), DType::kBF16, {slots, 576});
+          w.slot_mapping = make_view(map.data(), DType::kI32, {slots});
+          w.cache = fp8 ? cache.view(false, DType::kU8, {nb, P, 656}) : cache.view(false, DType::kBF16, {nb, P, 576});
+          require_ok(run(w), "cache write");
+        }
+        // The expected decoded row of slot k (576 bf16 bit patterns), from the cache bytes.
+        auto decoded = [&](int64_t k) {
+          std::vector<uint16_t> r(576);
+          const uint8_t* row = cache.host() + k * row_bytes;
+          if (!fp8) {
+            std::memcpy(r.data(), row, 1152);
+            return r;
+          }
+          for (int d = 0; d < 512; ++d) {
+            float sc;
+            std::memcpy(&sc, row + 512 + (d / 128) * 4, 4);
+            r[static_cast<size_t>(d)] = float_to_bf16(e4m3_to_float(row[d]) * sc).bits;
+          }
+          std::memcpy(r.data() + 512, row + 528, 128);
+          return r;
+        };
+        std::vector<int64_t> key(static_cast<size_t>(rows));
+        std::vector<char> used(static_cast<size_t>(slots), 0);
+        int32_t* iv = ind.host_as<int32_t>();
+        for (int64_t t = 0; t < rows; ++t) {
+          for (int64_t i = 0; i < topk; ++i) iv[t * topk + i] = i % 2 ? -1 : static_cast<int32_t>(slots + i);
+          const int64_t pos = t < 8 ? t * 25 : rng.integer(0, topk - 1);  // 0, 25, …, 175: all tiles
+          key[static_cast<size_t>(t)] = rng.integer(0, slots - 1);
+          iv[t * topk + pos] = static_cast<int32_t>(key[static_cast<size_t>(t)]);
+          used[static_cast<size_t>(key[static_cast<size_t>(t)])] = 1;
+        }
+        std::vector<std::vector<uint16_t>> want(static_cast<size_t>(rows));
+        for (int64_t t = 0; t < rows; ++t) want[static_cast<size_t>(t)] = decoded(key[static_cast<size_t>(t)]);
+        for (int64_t s = 0; s < slots; ++s)
+          if (!used[static_cast<size_t>(s)]) std::memset(cache.host() + s * row_bytes, 0xFF, static_cast<size_t>(row_bytes));
+        q.upload(), cache.upload(), ind.upload();
+        out.poison(0xFF), lse.poison(0xFF);
+        SparseMlaDecodeParams p;
+        p.q = q.view(true, DType::kBF16, {b, s_q, h, 576});
+        p.cache = fp8 ? cache.view(true, DType::kU8, {nb, P, 656}) : cache.view(true, DType::kBF16, {nb, P, 576});
+        p.indices = ind.view(true, DType::kI32, {b, s_q, topk});
+        p.out = out.view(true, DType::kBF16, {b, s_q, h, 512});
+        p.lse = lse.view(true, DType::kF32, {b, s_q, h});
+        p.sm_scale = kSoftmaxScaleV32;
+        REQUIRE(workspace_size(p) == 0);
+        require_ok(run(p, nullptr, 0), "cuda");
+        test::sync_ok();
+        const auto ob = out.download(), lb = lse.download();
+        int64_t bad_out = 0, bad_lse = 0;
+        for (int64_t t = 0; t < rows; ++t) {
+          const auto& wr = want[static_cast<size_t>(t)];
+          for (int64_t j = 0; j < h; ++j) {
+            if (std::memcmp(ob.data() + (t * h + j) * 1024, wr.data(), 1024) != 0) ++bad_out;
+            const double want_l =
+                bf16_to_float(bf16_t{wr[static_cast<size_t>((7 * j) % 576)]}) * static_cast<double>(kSoftmaxScaleV32);
+            float l;
+            std::memcpy(&l, lb.data() + (t * h + j) * 4, 4);
+            if (!(std::fabs(l - want_l) <= 1e-6 + 1e-6 * std::fabs(want_l))) ++bad_lse;
+          }
+        }
+        CHECK(bad_out == 0);
+        CHECK(bad_lse == 0);
+      }
+}
+
+TEST_CASE("gpu sparse_mla_decode: wgmma and mma.sync kernels both match the CPU reference (h 64, 128, FP8, bf16)",
+          "[gpu][sparse_mla]") {
+  CAPTURE(sparse_mla_wgmma_active());
+  for (int mode : {1, 0}) {
+    SmlaWgmmaMode guard(mode);
+    CAPTURE(mode);
+    uint64_t salt = 0xDEC0;
+    {  // FP8, topk 2048 with −1s and sentinels, topk_length, sink, NaN in unused slots
+      DecCase c;
+      c.fp8 = true, c.h = 128, c.b = 2, c.s_q = 1, c.topk = 2048, c.P = 64, c.num_blocks = 80;
+      c.topk_len = true, c.sink = true, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+    {  // bf16 cache, s_q 3, FlashMLA lse layout, f32 out
+      DecCase c;
+      c.fp8 = false, c.h = 64, c.b = 1, c.s_q = 3, c.topk = 2048, c.P = 64, c.num_blocks = 64;
+      c.topk_len = true, c.flashmla_lse = true, c.f32_out = true, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+    {  // FP8, h 64, s_q 4, short topk (partial tiles), sink, base-2 lse, P = 1
+      DecCase c;
+      c.fp8 = true, c.h = 64, c.b = 2, c.s_q = 4, c.topk = 300, c.P = 1, c.num_blocks = 900;
+      c.sink = true, c.base2 = true, c.invalid = 0.2, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+    {  // bf16 cache, h 128, s_q 2, sink, odd page size
+      DecCase c;
+      c.fp8 = false, c.h = 128, c.b = 1, c.s_q = 2, c.topk = 2048, c.P = 7, c.num_blocks = 700;
+      c.sink = true, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+    {  // split-KV (explicit 4): partials in the combine kernel's format
+      DecCase c;
+      c.fp8 = true, c.h = 128, c.b = 1, c.s_q = 2, c.topk = 2048, c.P = 64, c.num_blocks = 64;
+      c.topk_len = true, c.sink = true, c.num_splits = 4, c.expect_split = 1, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+    {  // split-KV (automatic, one block), bf16, topk 1000 (last chunk partial), topk_length (empty splits)
+      DecCase c;
+      c.fp8 = false, c.h = 64, c.b = 1, c.s_q = 1, c.topk = 1000, c.P = 64, c.num_blocks = 40;
+      c.topk_len = true, c.num_splits = 0, c.expect_split = 1, c.reruns = 2;
+      run_dec_case(c, ++salt);
+    }
+  }
+}
