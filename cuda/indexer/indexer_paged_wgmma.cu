@@ -5,18 +5,33 @@
 // Taken when h_idx = 64, d_idx = 128, next_n ≤ 4, P is a multiple of 64, a token's 64 heads are
 // contiguous (head stride 128 B), q / cache bases, q strides and the page stride are 16-byte
 // aligned, the device is cc 9.0 and this binary holds the sm_90a image. Everything else stays on
-// indexer_logits.cu's kernels. Kill switch: DSA_INDEXER_PAGED_WGMMA=0 (read once, cached);
-// dsa::indexer_paged_wgmma_for_testing(mode) overrides it in tests (−1 env, 0 off, 1 on).
+// indexer_logits.cu's kernels. DSA_INDEXER_PAGED_WGMMA (read once, cached): 0 off, 1 version 1,
+// 3 version 3, otherwise version 2 (default). dsa::indexer_paged_wgmma_for_testing(mode)
+// overrides it in tests (−1 env, 0 off, 1 on, 2 v1, 3 v2, 4 v3).
 //
 // Product (as the prefill wgmma kernel, indexer_logits_wgmma.cu): a 64-key tile (64 consecutive
 // tokens of one page, its 8 KB of codes contiguous) on the wgmma M dimension, the request's
 // next_n × 64 (token, head) query rows on N: wgmma.m64nNk32.f32.e4m3.e4m3, N = 64·next_n, the 4
 // k32 steps chained in the tensor-core accumulator. The request's q (next_n·8 KB) stays in shared
-// memory; the same no-swizzle K-major core-matrix layout (LBO 128 B, SBO 1024 B), the same
-// two-warpgroup alternation (named barriers 1–4), 4-stage cp.async rings per warpgroup and the
-// same epilogue (16 FMAs w·ReLU(acc) per (key, token), xor-shuffles 1 and 2, × σ).
-// Resources (nvcc 13, sm_90a), no spills: next_n 1: 104 registers, 2 CTAs/SM (76 KB shared
-// each); 2: 128, 2 CTAs/SM (85 KB); 3: 184, 1 CTA/SM; 4: 206, 1 CTA/SM (101.6 KB).
+// memory; the two-warpgroup alternation (named barriers 1–4), per-warpgroup rings and the same
+// epilogue (16 FMAs w·ReLU(acc) per (key, token), xor-shuffles 1 and 2, × σ) in all versions, so
+// all three give the same bits.
+//   v1: no-swizzle K-major core matrices (LBO 128 B, SBO 1024 B), 4-stage cp.async rings, a
+//       tile's scales behind its codes. Each warp copy instruction touched 16 rows × 32 B.
+//   v2: 128-byte swizzle (chunk c of row r at 128r + 16(c ⊕ r mod 8), tiles 1024-byte aligned):
+//       a warp copies 512 contiguous bytes with conflict-free shared stores; scales in a ring of
+//       their own; 6 / 4 / 8 / 8 stages for next_n 1 / 2 / 3 / 4; pages from a running counter
+//       (no 64-bit division per tile); next_n 1 keeps its 16 head weights in registers.
+//   v3: v2's layout filled by the tensor memory accelerator: one thread per warpgroup issues a
+//       3-D tensor-map copy of the 64 × 128 B box (swizzled on the way) and a 1-D bulk copy of
+//       the 256 B of scales, both completing on the stage's mbarrier (phases run on across
+//       segments); the map is encoded on the host per call (cuTensorMapEncodeTiled through
+//       cudaGetDriverEntryPointByVersion; v2 runs where it cannot be built).
+// Resources (nvcc 13, sm_90a; registers, spills, dynamic shared bytes per CTA, CTAs/SM):
+//   next_n 1: v1 102, 0, 76288, 2 | v2 101, 0, 110944, 2 | v3 102, 0, 111040, 2
+//   next_n 2: v1 128, 0, 84736, 2 | v2 128, 0, 85600, 2  | v3 128, 16 B, 85664, 2
+//   next_n 3: v1 180, 0, 93184, 1 | v2 176, 0, 161632, 1 | v3 174, 0, 161760, 1
+//   next_n 4: v1 204, 0, 101632, 1 | v2 202, 0, 170080, 1 | v3 202, 0, 170208, 1
 //
 // Work split (lengths are only known on the device): the grid is persistent (SMs × CTAs per SM).
 // Every CTA reads all context_lens, counts the tiles of every request (⌈max_t L(r, t) / 64⌉) and
@@ -31,6 +46,8 @@
 // lengths are loaded (the page is in bounds) but never stored. Lengths are clamped to
 // [0, min(max_context_len, max_blocks·P)].
 #include "indexer/indexer_logits_wgmma.cuh"
+
+#include <cuda.h>  // CUtensorMap and its enums only (the encoder comes through the runtime)
 
 #include <atomic>
 #include <cstdint>
@@ -73,15 +90,18 @@ struct Smem {
   static constexpr int kScanOff = kSegOff + 16;            // int64 per-warp sums [8]
   static constexpr int kKeyOff = kV == 1 ? (kScanOff + 64 + 127) / 128 * 128 : kQBytes;
   static constexpr int kAlign = kV == 1 ? 128 : 1024;      // the 128-byte swizzle repeats every 1024 B
+  static constexpr int kBarOff = kScanOff + 64;            // v3: uint64 mbarrier[2][kStages]
   static constexpr int kBytes =
-      (kV == 1 ? kKeyOff + 2 * kStages * kStageBytes : kScanOff + 64) + kAlign;  // + base alignment slack
+      (kV == 1 ? kKeyOff + 2 * kStages * kStageBytes : kBarOff + (kV == 3 ? 2 * kStages * 8 : 0)) +
+      kAlign;  // + base alignment slack
   // Keys of stage st of warpgroup wg, and their 64 scales.
   static constexpr __host__ __device__ int key_off(int wg, int st) { return kKeyOff + (wg * kStages + st) * kStageBytes; }
   static constexpr __host__ __device__ int sc_off(int wg, int st) {
     return kV == 1 ? key_off(wg, st) + kTileBytes : kScOff + (wg * kStages + st) * kScaleBytes;
   }
 };
-constexpr int kMaxSmemBytes = Smem<4, 2>::kBytes > Smem<4, 1>::kBytes ? Smem<4, 2>::kBytes : Smem<4, 1>::kBytes;
+constexpr int kMaxSmemBytes = Smem<4, 3>::kBytes > Smem<4, 1>::kBytes ? Smem<4, 3>::kBytes : Smem<4, 1>::kBytes;
+static_assert(Smem<4, 3>::kBytes >= Smem<4, 2>::kBytes, "v3 holds v2's layout and its barriers");
 
 // D (+)= A·B over one k32 step, m64nNk32, e4m3 × e4m3 → f32, A and B from shared memory.
 // scale_d = 0 starts from zero (the instruction clears the accumulator itself).
@@ -217,6 +237,38 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// v3: mbarriers and the tensor memory accelerator (bulk copies complete on an mbarrier).
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// A 64-row × 128-byte box of the 3-D map (byte, row in page, page), 128-byte swizzled.
+__device__ __forceinline__ void tma_load_tile(uint32_t dst, const CUtensorMap* map, int row, int page, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(row), "r"(page), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
 // Byte offset of row r, 16-byte k chunk c in the no-swizzle K-major core-matrix layout.
 __device__ __forceinline__ int core_off(int r, int c) { return (r >> 3) * 1024 + c * 128 + (r & 7) * 16; }
 
@@ -268,7 +320,7 @@ __device__ __forceinline__ int64_t request_tiles(const WgmmaPagedArgs& a, int64_
 
 template <int kT, int kV>
 __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registers: 2 CTAs/SM
-    paged_wgmma_kernel(const __grid_constant__ WgmmaPagedArgs a) {
+    paged_wgmma_kernel(const __grid_constant__ WgmmaPagedArgs a, const __grid_constant__ CUtensorMap kmap) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using S = Smem<kT, kV>;
   constexpr int kN = S::kN, kAcc = kN / 2, kStages = S::kStages;
@@ -283,6 +335,14 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 
   const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127, lane = tid & 31, warp8 = tid >> 5;
   const int64_t G = gridDim.x, g = blockIdx.x;
+  // v3: one mbarrier per stage (count 1: the issuing thread's arrival, plus the copied bytes);
+  // initialised once, their phases run on across segments (tile counter cnt below).
+  const uint32_t bar0 = sbase + S::kBarOff + wg * kStages * 8;
+  if constexpr (kV == 3) {
+    if (tid < 2 * kStages) mbar_init(sbase + S::kBarOff + 8 * tid, 1);
+    mbar_init_fence();
+    // The scans below start with __syncthreads: the barriers are ready before any use.
+  }
 
   // −∞ past every row's length: an equal share of the rows × cols elements.
   {
@@ -341,6 +401,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
   // v2: 64-key tiles per page, a power of two or not (P is a multiple of 64 and fits int32).
   const int tiles_per_page = static_cast<int>(a.P / kTileKeys);
   float acc[kAcc];
+  int cnt = 0;  // v3: tiles this warpgroup loaded in earlier segments (stage and phase of the next)
 
   int64_t pre = pre0;
 #pragma unroll 1
@@ -375,7 +436,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     // v2: the next tile to load (request tile lo_t + wg + 2i for the i of the next issue call) as
     // page slot and 64-key sub-tile, advanced by 2 tiles a call (no division per tile).
     int ld_pg = 0, ld_sub = 0;
-    if constexpr (kV == 2) {
+    if constexpr (kV >= 2) {
       ld_pg = (lo_t + wg) / tiles_per_page;
       ld_sub = (lo_t + wg) - ld_pg * tiles_per_page;
     }
@@ -383,8 +444,9 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     // so the wait counts stay uniform. Called for i = 0, 1, 2, … in order.
     auto issue = [&](int i) {
       if (i < my_n) {
-        const uint32_t st = sbase + S::key_off(wg, i % kStages);
-        const uint32_t st_sc = sbase + S::sc_off(wg, i % kStages);
+        const int stage = kV == 3 ? (cnt + i) % kStages : i % kStages;
+        const uint32_t st = sbase + S::key_off(wg, stage);
+        const uint32_t st_sc = sbase + S::sc_off(wg, stage);
         int64_t page, off0;
         if constexpr (kV == 1) {
           const int64_t key0 = static_cast<int64_t>(lo_t + wg + 2 * i) * kTileKeys;
@@ -394,7 +456,24 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
           page = bt_row[static_cast<int64_t>(ld_pg) * a.bt_s1];
           off0 = ld_sub * kTileKeys;
         }
-        if (page >= 0 && page < a.num_blocks) {
+        if constexpr (kV == 3) {
+          // One thread: the 8 KB tile (tensor map, swizzled on the way) and its 256 bytes of
+          // scales, both completing on the stage's barrier. An unmappable page: a plain
+          // arrival (nothing loaded) and NaN scales, written before the barrier of a later
+          // iteration that precedes their use.
+          const uint32_t bar = bar0 + 8 * stage;
+          const bool ok = page >= 0 && page < a.num_blocks;
+          if (wtid == 0) {
+            if (ok) {
+              mbar_arrive_expect_tx(bar, kTileBytes + kScaleBytes);
+              tma_load_tile(st, &kmap, static_cast<int>(off0), static_cast<int>(page), bar);
+              bulk_load(st_sc, a.cache + page * a.page_stride + a.P * 128 + 4 * off0, kScaleBytes, bar);
+            } else {
+              mbar_arrive(bar);
+            }
+          }
+          if (!ok && wtid < kTileKeys) *reinterpret_cast<float*>(smem + (st_sc - sbase) + 4 * wtid) = qnan();
+        } else if (page >= 0 && page < a.num_blocks) {
           const uint8_t* codes = a.cache + page * a.page_stride + off0 * 128;
           if constexpr (kV == 1) {
             // 16 consecutive threads: 8 rows × 2 adjacent chunks (whole 32-byte sectors, and each
@@ -422,8 +501,8 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
           *reinterpret_cast<float*>(smem + (st_sc - sbase) + 4 * wtid) = qnan();
         }
       }
-      cp_async_commit();
-      if constexpr (kV == 2) {
+      if constexpr (kV != 3) cp_async_commit();
+      if constexpr (kV >= 2) {
         ld_sub += 2;
         while (ld_sub >= tiles_per_page) {  // at most twice
           ld_sub -= tiles_per_page;
@@ -434,8 +513,10 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 
 #pragma unroll 1
     for (int i = 0; i < kStages - 1; ++i) issue(i);
-    // Groups so far: q, then kStages − 1 tiles. q landed for everyone → visible to wgmma.
-    cp_async_wait<kStages - 1>();
+    // Groups so far: q, then kStages − 1 tiles (v1, v2; v3: q only). q landed for everyone →
+    // visible to wgmma.
+    if constexpr (kV == 3) cp_async_wait<0>();
+    else cp_async_wait<kStages - 1>();
     fence_proxy_async();
     __syncthreads();
 
@@ -443,8 +524,8 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 #pragma unroll
     for (int t = 0; t < kT; ++t) vhi[t] = len_s[t];
     // v2, next_n 1: this lane's 16 head weights stay in registers for the whole segment.
-    float wreg[kT == 1 && kV == 2 ? 16 : 1];
-    if constexpr (kT == 1 && kV == 2) {
+    float wreg[kT == 1 && kV >= 2 ? 16 : 1];
+    if constexpr (kT == 1 && kV >= 2) {
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         const float4 w4 = *reinterpret_cast<const float4*>(w_s + 16 * q4 + 4 * m);
@@ -457,11 +538,15 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 
 #pragma unroll 1
     for (int i = 0; i < my_n; ++i) {
-      cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
+      if constexpr (kV == 3) {
+        mbar_wait(bar0 + 8 * ((cnt + i) % kStages), static_cast<uint32_t>((cnt + i) / kStages) & 1u);
+      } else {
+        cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
+      }
       fence_proxy_async();
       named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
       issue(i + kStages - 1);        // refills the stage of tile i − 1
-      const int stage = i % kStages;
+      const int stage = kV == 3 ? (cnt + i) % kStages : i % kStages;
       const uint64_t desc_a = tile_desc<kV>(sbase + S::key_off(wg, stage));
       // k step s: bytes [32s, 32s + 32) of every row. v1: chunks 2s, 2s + 1 → +256·s bytes
       // (>> 4 = 16s); v2: +32·s bytes (>> 4 = 2s).
@@ -484,7 +569,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
 #pragma unroll
       for (int t = 0; t < kT; ++t) {
         float wt[16];
-        if constexpr (kT == 1 && kV == 2) {
+        if constexpr (kT == 1 && kV >= 2) {
 #pragma unroll
           for (int e = 0; e < 16; ++e) wt[e] = wreg[e];
         } else {
@@ -517,6 +602,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
       }
     }
     cp_async_wait<0>();  // the empty tail groups; nothing of this segment stays in flight
+    cnt += my_n;         // v3: every tile issued was waited for (issue only loads i < my_n)
   }
 #else
   // No sm_90a image: the host never launches this variant (see image_present()).
@@ -536,15 +622,55 @@ bool image_present() {
   return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
 }
 
-// DSA_INDEXER_PAGED_WGMMA: 0 off, 1 the first version (v1), anything else or unset v2.
+// DSA_INDEXER_PAGED_WGMMA: 0 off, 1 the first version (v1), 3 the TMA variant (v3), anything
+// else or unset v2.
 int env_version() {
   static const int v = [] {
     const char* e = std::getenv("DSA_INDEXER_PAGED_WGMMA");
     if (e && std::strcmp(e, "0") == 0) return 0;
     if (e && std::strcmp(e, "1") == 0) return 1;
+    if (e && std::strcmp(e, "3") == 0) return 3;
     return 2;
   }();
   return v;
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda link); null when
+// the driver lacks it.
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return static_cast<EncodeTiledFn>(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+// v3's map of the key codes: bytes × rows of a page × pages (strides 128 B and the page stride),
+// boxes of 128 B × 64 rows × 1 page, 128-byte swizzle (the layout sw128_off describes). A pure
+// host computation (no device access): fine inside stream capture. False when it cannot be
+// built (then v2 runs).
+bool make_key_map(const WgmmaPagedArgs& a, CUtensorMap* map) {
+  const EncodeTiledFn enc = encode_tiled();
+  if (!enc || a.num_blocks <= 0 || a.num_blocks > (int64_t{1} << 31) || a.P > (int64_t{1} << 31) ||
+      a.page_stride % 16 != 0 || a.page_stride >= (int64_t{1} << 40) ||
+      reinterpret_cast<uintptr_t>(a.cache) % 16 != 0)
+    return false;
+  const cuuint64_t dims[3] = {128, static_cast<cuuint64_t>(a.P), static_cast<cuuint64_t>(a.num_blocks)};
+  const cuuint64_t strides[2] = {128, static_cast<cuuint64_t>(a.page_stride)};
+  const cuuint32_t box[3] = {128, kTileKeys, 1};
+  const cuuint32_t estr[3] = {1, 1, 1};
+  return enc(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(a.cache), dims, strides, box, estr,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 // The variant qualifying calls take now (0: none), from the test hook and the environment.
@@ -553,21 +679,27 @@ int wanted_version() {
     case 0:
       return 0;
     case 1:
-      return env_version() == 1 ? 1 : 2;
+      return env_version() == 0 ? 2 : env_version();
     case 2:
       return 1;
     case 3:
       return 2;
+    case 4:
+      return 3;
     default:
       return env_version();
   }
 }
 
 template <int kT, int kV>
-Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
+Status launch(const WgmmaPagedArgs& a, const CUtensorMap& kmap, const cuda::DeviceInfo& info, Stream stream) {
   constexpr int kBytes = Smem<kT, kV>::kBytes;
   cudaError_t e =
       cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+  // v2/v3 at next_n 1 need 2 × 109 KB of an SM's 228 KB: ask for the largest shared carveout.
+  if (e == cudaSuccess && kV >= 2)
+    e = cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared);
   // CTAs per SM, per device (0 unknown): a host-side query, cached.
   static std::atomic<int> occupancy[64];
   const bool cacheable = info.device >= 0 && info.device < 64;
@@ -582,21 +714,21 @@ Status launch(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stre
   // Persistent: every CTA resident at once (the work split assumes it only for speed).
   const int sms = info.sm_count > 0 ? info.sm_count : 132;
   const unsigned blocks = static_cast<unsigned>(sms * (per_sm > 0 ? per_sm : 1));
-  paged_wgmma_kernel<kT, kV><<<blocks, kThreads, kBytes, stream>>>(a);
+  paged_wgmma_kernel<kT, kV><<<blocks, kThreads, kBytes, stream>>>(a, kmap);
   return cuda::launch_status("indexer_paged_logits", "paged_wgmma_kernel");
 }
 
 template <int kV>
-Status launch_n(const WgmmaPagedArgs& a, const cuda::DeviceInfo& info, Stream stream) {
+Status launch_n(const WgmmaPagedArgs& a, const CUtensorMap& kmap, const cuda::DeviceInfo& info, Stream stream) {
   switch (a.next_n) {
     case 1:
-      return launch<1, kV>(a, info, stream);
+      return launch<1, kV>(a, kmap, info, stream);
     case 2:
-      return launch<2, kV>(a, info, stream);
+      return launch<2, kV>(a, kmap, info, stream);
     case 3:
-      return launch<3, kV>(a, info, stream);
+      return launch<3, kV>(a, kmap, info, stream);
     case 4:
-      return launch<4, kV>(a, info, stream);
+      return launch<4, kV>(a, kmap, info, stream);
     default:
       return Status(StatusCode::kInvalidArgument, "indexer_paged_logits: wgmma kernel needs next_n in 1..4");
   }
@@ -625,8 +757,14 @@ Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream) {
   Status s = cuda::device_info("indexer_paged_logits", &info);
   if (!s.ok()) return s;
   a.cap = a.cols < a.max_blocks * a.P ? a.cols : a.max_blocks * a.P;
-  // v1 only where asked for (environment 1 or the test hook); v2 otherwise.
-  return wanted_version() == 1 ? launch_n<1>(a, info, stream) : launch_n<2>(a, info, stream);
+  // v1 / v3 only where asked for (environment 1 / 3 or the test hook); v2 otherwise, and where
+  // v3's tensor map cannot be built.
+  CUtensorMap kmap;
+  std::memset(&kmap, 0, sizeof(kmap));
+  const int v = wanted_version();
+  if (v == 1) return launch_n<1>(a, kmap, info, stream);
+  if (v == 3 && make_key_map(a, &kmap)) return launch_n<3>(a, kmap, info, stream);
+  return launch_n<2>(a, kmap, info, stream);
 }
 
 }  // namespace dsa::cuda_backend
@@ -634,8 +772,8 @@ Status launch_indexer_paged_wgmma(WgmmaPagedArgs a, Stream stream) {
 namespace dsa {
 // Test hooks (declared by tests/gpu/test_gpu_indexer.cpp, not in a public header).
 // mode −1 follows DSA_INDEXER_PAGED_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma
-// kernel (still only where it applies; v1 if the environment says 1, else v2), 2 allows it as
-// v1, 3 as v2.
+// kernel (still only where it applies; v1 / v3 if the environment says 1 / 3, else v2), 2 allows
+// it as v1, 3 as v2, 4 as v3.
 DSA_API void indexer_paged_wgmma_for_testing(int mode) { g_paged_wgmma_override.store(mode); }
 // Whether qualifying decode calls on the current device take the wgmma kernel now.
 DSA_API bool indexer_paged_wgmma_active() { return cuda_backend::indexer_paged_wgmma_usable(); }

@@ -1133,3 +1133,50 @@ TEST_CASE("gpu indexer decode: paged wgmma v2 vs v1 (one-hot, bitwise equal)", "
     CHECK(bad == 0);
   }
 }
+
+// v3 of the paged wgmma kernel (tensor-map copies completing on mbarriers; opt-in,
+// DSA_INDEXER_PAGED_WGMMA=3 or test-hook mode 4) against v1 (mode 2): one-hot self-check and
+// bitwise equal outputs (the same layout as v2, only the copy engine differs).
+TEST_CASE("gpu indexer decode: paged wgmma v3 (TMA) vs v1 (one-hot, bitwise equal)", "[gpu][indexer][decode]") {
+  {
+    PagedWgmmaMode m(4);
+    if (!indexer_paged_wgmma_active()) {
+      WARN("paged wgmma kernel not available on this device/build");
+      return;
+    }
+  }
+  {
+    PagedWgmmaMode m(4);
+    check_paged_one_hot(1, 1, 64, 1, false, {1});
+    check_paged_one_hot(3, 1, 64, 300, false, {300, 65, 128});
+    check_paged_one_hot(2, 1, 192, 2000, false, {2000, 1999});
+    check_paged_one_hot(2, 2, 64, 513, true, {513, 200, 0, 64});
+    check_paged_one_hot(3, 3, 128, 700, false, {700, 2, 450});
+    check_paged_one_hot(2, 4, 64, 640, true, {640, 639, 638, 1, 300, 301, 0, 77});
+    check_paged_one_hot(2, 4, 192, 1000, false, {1000, 4});
+  }
+  struct S {
+    int64_t b, next_n, P, max_ctx;
+  };
+  for (const S& s : {S{7, 1, 64, 9000}, S{5, 1, 128, 5000}, S{4, 1, 192, 4100}, S{3, 2, 64, 3000},
+                     S{3, 3, 256, 2600}, S{4, 4, 64, 1800}, S{600, 1, 64, 150}, S{2, 1, 64, 60000}}) {
+    CAPTURE(s.b, s.next_n, s.P, s.max_ctx);
+    Paged c;
+    c.b = s.b;
+    c.next_n = s.next_n;
+    c.P = s.P;
+    c.max_ctx = s.max_ctx;
+    c.two_d = s.next_n == 2;
+    const int64_t n_lens = c.two_d ? s.b * s.next_n : s.b;
+    test::Rng lr(0x3E00 + s.b * 8 + s.next_n);
+    c.lens = random_lens(lr, n_lens, s.max_ctx);
+    c.lens[0] = static_cast<int32_t>(s.max_ctx);
+    const auto v1 = paged_run_bytes(c, 0x3E80 + s.b, 2);
+    const auto v3 = paged_run_bytes(c, 0x3E80 + s.b, 4);
+    REQUIRE(v1.size() == v3.size());
+    int64_t bad = 0;
+    for (size_t i = 0; i < v1.size(); i += 4)
+      if (std::memcmp(&v1[i], &v3[i], 4) != 0) ++bad;
+    CHECK(bad == 0);
+  }
+}
