@@ -205,10 +205,18 @@ __device__ __forceinline__ uint32_t dequant2(uint32_t codes, float scale) {
 #endif
 }
 
-template <bool kFp8>
+// The gather of each variant: prefill (bf16 rows, kv + i·page_bytes), decode from a paged bf16
+// cache, decode from a paged FP8 cache.
+enum Src : int { kSrcPrefill = 0, kSrcPagedBf16 = 1, kSrcPagedFp8 = 2 };
+
+template <int kSrc>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __grid_constant__ Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kFp8 = kSrc == kSrcPagedFp8, kPaged = kSrc != kSrcPrefill;
   using L = Lay<kFp8>;
+  // Prefill: compile-time 1 (no split, bi = token), so its code is the unsplit prefill kernel's.
+  const int n_split = kPaged ? a.n_split : 1;
+  const int64_t s_inner = kPaged ? a.s_inner : 1;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   float* smax = reinterpret_cast<float*>(smem + L::kOffMax);
@@ -217,11 +225,11 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
 
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid & 127) >> 5, lane = tid & 31;
   const int g = lane >> 2, q4 = lane & 3;
-  const int64_t block = static_cast<int64_t>(blockIdx.x) / a.n_split;
-  const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(a.n_split));
-  const int64_t tok = block / a.groups;
-  const int head0 = static_cast<int>(block % a.groups) * kHeads;
-  const int64_t bi = tok / a.s_inner, si = tok % a.s_inner;
+  const unsigned block = blockIdx.x / static_cast<unsigned>(n_split);
+  const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(n_split));
+  const int64_t tok = block / static_cast<unsigned>(a.groups);
+  const int head0 = static_cast<int>(block % static_cast<unsigned>(a.groups)) * kHeads;
+  const int64_t bi = tok / s_inner, si = tok % s_inner;
 
   int n_t = a.topk;
   if (a.topk_length) {  // clamped to [0, topk] as in sparse_mla.cu (the CPU reference rejects others)
@@ -231,7 +239,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
   // This CTA's slots [s_begin, s_end): all, or one split's whole 32-slot chunks (may be empty), as
   // sparse_mla.cu deals them out.
   int s_begin = 0, s_end = n_t;
-  if (a.n_split > 1) {
+  if (n_split > 1) {
     const int nchunks = static_cast<int>((static_cast<int64_t>(n_t) + 31) / 32);
     const int64_t lo = static_cast<int64_t>(split) * a.split_chunks;
     const int c_begin = lo < nchunks ? static_cast<int>(lo) : nchunks;
@@ -240,7 +248,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     s_end = static_cast<int64_t>(c_end) * 32 < n_t ? c_end * 32 : n_t;
     if (s_end < s_begin) s_end = s_begin;
   }
-  const int ntiles = static_cast<int>((static_cast<int64_t>(s_end) - s_begin + kKeys - 1) / kKeys);
+  const int ntiles = static_cast<int>((static_cast<unsigned>(s_end - s_begin) + kKeys - 1) / kKeys);
   const int32_t* idx_row = a.indices + bi * a.i_sb + si * a.i_ss;
 
   // Loader role: thread → row lr of a 64-row set, 16-byte chunks lc + 4j (j < 18). A warp's 8
@@ -255,11 +263,11 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
   }
   // The index of this thread's row in tile t (−1 past the list); loaded a tile ahead of its use.
   auto load_idx = [&](int t) -> int32_t {
-    const int64_t slot = s_begin + static_cast<int64_t>(t) * kKeys + lr;
-    return t < ntiles && slot < s_end ? idx_row[slot] : -1;
+    const unsigned off = static_cast<unsigned>(t) * kKeys + lr;  // no int overflow near 2^31
+    return t < ntiles && off < static_cast<unsigned>(s_end - s_begin) ? idx_row[s_begin + off] : -1;
   };
   auto row_addr = [&](int64_t idx) -> const uint8_t* {
-    if (a.P == 1) return a.kv + idx * a.page_bytes;
+    if (!kPaged || a.P == 1) return a.kv + idx * a.page_bytes;
     return a.kv + (idx / a.P) * a.page_bytes + (idx % a.P) * a.row_bytes;
   };
   // Gathers tile t (row index idx) into buffer buf (FP8: the raw rows into the staging tile);
@@ -438,8 +446,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
     const int row = row0 + 8 * r;
     const int h = head0 + row;
     const float l = ssum[row] + ssum[kHeads + row];
-    if (a.n_split > 1) {  // split partial: raw O, m, l; sparse_mla.cu's combine_kernel finishes the row
-      const int64_t prow = (tok * a.h_q + h) * a.n_split + split;
+    if (n_split > 1) {  // split partial: raw O, m, l; sparse_mla.cu's combine_kernel finishes the row
+      const int64_t prow = (tok * a.h_q + h) * n_split + split;
       float* po = a.part_o + prow * kDV + wg * (kDV / 2) + 2 * q4;
 #pragma unroll
       for (int i = 0; i < 32; ++i)
@@ -501,7 +509,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
 // binary version is 90.
 bool image_present() {
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, sparse_mla_wgmma_kernel<false>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, sparse_mla_wgmma_kernel<kSrcPrefill>) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
@@ -553,10 +561,11 @@ bool sparse_mla_wgmma_applies(const SparseMlaFwdParams& p) {
 
 namespace {
 
-template <bool kFp8>
+template <int kSrc>
 Status launch(const char* op, const Args& a, int64_t blocks, Stream stream) {
+  constexpr bool kFp8 = kSrc == kSrcPagedFp8;
   if (blocks == 0) return Status();
-  auto kernel = sparse_mla_wgmma_kernel<kFp8>;
+  auto kernel = sparse_mla_wgmma_kernel<kSrc>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Lay<kFp8>::kSmem);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
@@ -629,8 +638,8 @@ Status run_sparse_mla_wgmma_decode(const SparseMlaDecodeParams& p, int n_split, 
                 p.out.stride[1] % 2 == 0 && p.out.stride[2] % 2 == 0;
   }
   const int64_t blocks = p.q.shape[0] * p.q.shape[1] * a.groups * a.n_split;
-  return fp8 ? launch<true>("sparse_mla_decode", a, blocks, stream)
-             : launch<false>("sparse_mla_decode", a, blocks, stream);
+  return fp8 ? launch<kSrcPagedFp8>("sparse_mla_decode", a, blocks, stream)
+             : launch<kSrcPagedBf16>("sparse_mla_decode", a, blocks, stream);
 }
 
 Status run_sparse_mla_wgmma(const SparseMlaFwdParams& p, Stream stream) {
@@ -667,7 +676,7 @@ Status run_sparse_mla_wgmma(const SparseMlaFwdParams& p, Stream stream) {
     a.out_vec = (reinterpret_cast<uintptr_t>(p.out.data) & (bytes - 1)) == 0 && p.out.stride[0] % 2 == 0 &&
                 p.out.stride[1] % 2 == 0;
   }
-  return launch<false>("sparse_mla_fwd", a, p.q.shape[0] * a.groups, stream);
+  return launch<kSrcPrefill>("sparse_mla_fwd", a, p.q.shape[0] * a.groups, stream);
 }
 
 }  // namespace dsa::cuda_backend
