@@ -397,10 +397,9 @@ struct RowGroups {
 };
 
 // Pass A over groups [v0, v1): adds the 11-bit digits of the valid keys to hist (zeroed by the
-// caller) and returns this thread's valid count. Eight 16-byte loads in flight per thread: one
-// block streams a whole row, so its own loads must cover the memory latency.
+// caller) and returns this thread's valid count, with kUnroll 16-byte loads in flight per thread.
+template <int kUnroll>
 __device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* hist) {
-  constexpr int kUnroll = 8;
   int valid = 0;
   for (int vb = v0 + static_cast<int>(threadIdx.x); vb < v1; vb += kUnroll * kThreads) {
     float f[kUnroll][4];
@@ -426,13 +425,13 @@ __device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* h
   return valid;
 }
 
-// Pass B over groups [v0, v1) in column order (8192 columns per step: warp-major, 4 consecutive
-// groups per lane; the next step's loads are issued before this step's barrier): every key ≥
-// lo_key goes to (out_key, out_col)[base + its rank], the column relative to ks. Ends after a
-// block barrier.
+// Pass B over groups [v0, v1) in column order (steps of 512·kGroups groups: warp-major, kGroups
+// consecutive groups per lane; the next step's loads are issued before this step's barrier): every
+// key ≥ lo_key goes to (out_key, out_col)[base + its rank], the column relative to ks. Ends after
+// a block barrier.
+template <int kGroups>
 __device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint32_t lo_key, uint32_t* out_key,
                                        int32_t* out_col, int base, int cap, FilterSmem& fs) {
-  constexpr int kGroups = 4;  // per lane per step
   constexpr int kStepVecs = kThreads * kGroups;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int written = 0, parity = 0;
@@ -569,7 +568,11 @@ __device__ __forceinline__ bool candidates_fit(const TopKArgs& a, int n_cand, in
   return n_cand <= cap && (!a.sorted || keff <= kTile);
 }
 
-__global__ void __launch_bounds__(kThreads, 1) topk_filter_kernel(const __grid_constant__ TopKArgs a) {
+// Two shapes of one kernel: many rows run two blocks per SM with 4 loads in flight per thread
+// (Deep = false: the SM's two rows cover the latency); fewer rows run one block per SM with 8
+// (Deep = true: a row's own loads must cover it). Measured on the H200: docs/performance.md.
+template <bool Deep>
+__global__ void __launch_bounds__(kThreads, Deep ? 1 : 2) topk_filter_kernel(const __grid_constant__ TopKArgs a) {
   __shared__ Smem sm;  // the row kernel's storage: its fallback path and the final sort
   __shared__ FilterSmem fs;
   extern __shared__ uint32_t cand_mem[];
@@ -587,7 +590,7 @@ __global__ void __launch_bounds__(kThreads, 1) topk_filter_kernel(const __grid_c
     for (int i = tid; i < kBins11; i += kThreads) fs.hist[i] = 0;
     if (tid == 0) sm.valid = 0;
     __syncthreads();
-    int valid = pass_a(g, 0, g.nvec, fs.hist);
+    int valid = pass_a<Deep ? 8 : 4>(g, 0, g.nvec, fs.hist);
     valid = __reduce_add_sync(0xffffffffu, valid);
     if (lane == 0 && valid) atomicAdd(&sm.valid, valid);
     __syncthreads();
@@ -616,7 +619,7 @@ __global__ void __launch_bounds__(kThreads, 1) topk_filter_kernel(const __grid_c
       __syncthreads();
       finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
     } else if (keff > 0) {
-      pass_b(g, 0, g.nvec, lo_key, cand_key, cand_col, 0, kCandCap, fs);
+      pass_b<Deep ? 4 : 2>(g, 0, g.nvec, lo_key, cand_key, cand_col, 0, kCandCap, fs);
       finish_candidates(a, r, ks, row, n_cand, keff, nvalid, d0, need, cand_key, cand_col, sm, fs);
     }
     write_padding(a, r, keff);
@@ -633,8 +636,11 @@ Status filter_attributes_once() {
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
     return cuda::launch_status("topk", "topk_filter_kernel (cudaGetDevice)");
   std::call_once(once[dev], [dev] {
-    error[dev] = cudaFuncSetAttribute(topk_filter_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(2 * kCandCap * sizeof(uint32_t)));
+    const int bytes = static_cast<int>(2 * kCandCap * sizeof(uint32_t));
+    cudaError_t e = cudaFuncSetAttribute(topk_filter_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(topk_filter_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    error[dev] = e;
   });
   if (error[dev] == cudaSuccess) return Status();
   return Status(StatusCode::kCudaError,
@@ -727,7 +733,11 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
   if (use == Kernel::kCluster) return topk_detail::launch_cluster(a, dev.sm_count, stream);
   if (use == Kernel::kFilter) {
     if (Status st = filter_attributes_once(); !st.ok()) return st;
-    topk_filter_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 2 * kCandCap * sizeof(uint32_t), stream>>>(a);
+    const size_t smem = 2 * kCandCap * sizeof(uint32_t);
+    if (a.rows >= 2 * static_cast<int64_t>(dev.sm_count))
+      topk_filter_kernel<false><<<cuda::grid_for(a.rows, 1), kThreads, smem, stream>>>(a);
+    else
+      topk_filter_kernel<true><<<cuda::grid_for(a.rows, 1), kThreads, smem, stream>>>(a);
     return cuda::launch_status("topk", "topk_filter_kernel");
   }
   topk_kernel<<<cuda::grid_for(a.rows, 1), kThreads, 0, stream>>>(a);
