@@ -24,14 +24,14 @@
 // SBO 128 = next 8 columns, LBO 9216 = next 8 keys. P [64 heads × 64 keys]: K-major, SBO 1024.
 // Three CTA barriers per 64 keys (tile landed / row maxima / P written). No atomics, fixed order:
 // bitwise reproducible, and a token's results do not depend on the other tokens.
-// Decode differs only in the gather (template kFp8): a slot is a physical cache row (block
+// Decode differs only in the gather (template kSrc): a slot is a physical cache row (block
 // idx / P, offset idx % P). bf16 rows go straight into the key tile as in prefill. FP8 rows: the
 // raw 656 bytes go by cp.async into one staging tile (tile t + 1's copies run during tile t's
 // MMAs); at the top of tile t each thread dequantizes its row's 16-byte chunks into the single
 // bf16 key tile (bf16(e4m3 · scale), scale per 128 dims; k^R copied), one extra CTA barrier.
 // Shared memory: prefill / bf16 decode q 72 KB + 2 key tiles 144 KB + P 8 KB + 1.5 KB = 230,912 B;
 // FP8 decode q 72 KB + 1 key tile 72 KB + staging 41 KB + P 8 KB + 1.5 KB = 199,168 B: one CTA per
-// SM. Registers (ptxas, nvcc 13): bf16 216, FP8 200; no spills.
+// SM. Registers (ptxas, nvcc 13): prefill 206, bf16 decode 216, FP8 decode 214; no spills.
 #include "attention/sparse_mla_wgmma.cuh"
 
 #include <cuda_bf16.h>

@@ -1078,7 +1078,7 @@ TEST_CASE("gpu sparse_mla_decode: wgmma and mma.sync kernels both match the CPU 
     uint64_t salt = 0xDEC0;
     {  // FP8, topk 2048 with −1s and sentinels, topk_length, sink, NaN in unused slots
       DecCase c;
-      c.fp8 = true, c.h = 128, c.b = 2, c.s_q = 1, c.topk = 2048, c.P = 64, c.num_blocks = 80;
+      c.fp8 = true, c.h = 128, c.b = 1, c.s_q = 1, c.topk = 2048, c.P = 64, c.num_blocks = 80;
       c.topk_len = true, c.sink = true, c.reruns = 2;
       run_dec_case(c, ++salt);
     }
@@ -1096,7 +1096,7 @@ TEST_CASE("gpu sparse_mla_decode: wgmma and mma.sync kernels both match the CPU 
     }
     {  // bf16 cache, h 128, s_q 2, sink, odd page size
       DecCase c;
-      c.fp8 = false, c.h = 128, c.b = 1, c.s_q = 2, c.topk = 2048, c.P = 7, c.num_blocks = 700;
+      c.fp8 = false, c.h = 128, c.b = 1, c.s_q = 2, c.topk = 1024, c.P = 7, c.num_blocks = 400;
       c.sink = true, c.reruns = 2;
       run_dec_case(c, ++salt);
     }
