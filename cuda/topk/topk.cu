@@ -65,12 +65,14 @@ constexpr int kTile = kThreads * kItems;  // columns per collect step = ranks pe
 using BlockScanU64 = cub::BlockScan<unsigned long long, kThreads>;
 using BlockScanI = cub::BlockScan<int, kThreads>;
 using BlockSort = cub::BlockRadixSort<unsigned long long, kThreads, kItems>;
+using BlockSortKV = cub::BlockRadixSort<uint32_t, kThreads, kItems, int32_t>;  // stable
 
 struct Smem {
   union {
     typename BlockScanU64::TempStorage scan64;
     typename BlockScanI::TempStorage scan32;
     typename BlockSort::TempStorage sort;
+    typename BlockSortKV::TempStorage sort_kv;
   } tmp;
   unsigned long long buf[kTile];
   int hist[256];
@@ -337,6 +339,7 @@ struct FilterSmem {
   int hist[kBins11];
   int warp_cnt[2][kWarps];
   int digit, need, above;
+  unsigned kmin, kmax;  // the range of the selected keys (the sort needs only the bits that differ)
 };
 
 // Warp 0: the digit d of a block histogram (nbins bins, descending scan) with
@@ -521,6 +524,8 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
   }
 
   // Collect in column order: ranks of ties and slots from block scans.
+  if (tid == 0) fs.kmin = 0xffffffffu, fs.kmax = 0u;
+  __syncthreads();
   int run_eq = 0, run_take = 0;
   for (int base = 0; base < n_cand; base += kTile) {
     uint32_t keys[kItems];
@@ -551,7 +556,9 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
       if (!take[i]) continue;
       const int c = cand_col[base + tid * kItems + i];
       if (a.sorted) {
-        sm.buf[slot] = composite(keys[i], c);
+        sm.buf[slot] = (static_cast<unsigned long long>(keys[i]) << 32) | static_cast<uint32_t>(c);
+        atomicMin(&fs.kmin, keys[i]);
+        atomicMax(&fs.kmax, keys[i]);
       } else {
         a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
         if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
@@ -561,7 +568,32 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
     run_eq += eq_total;
     run_take += take_total;
   }
-  if (a.sorted) sort_and_write(a, r, ks, row, run_take, 0, keff, sm);
+  if (a.sorted) {
+    // A stable sort on the key alone (the buffer is in column order, so ties stay in ascending
+    // column order), on the bits where the selected keys differ: every key in [kmin, kmax] shares
+    // their common prefix. The padding (key 0) comes after every entry and sorts last.
+    __syncthreads();
+    const unsigned diff = fs.kmin ^ fs.kmax;
+    const int end_bit = diff == 0u ? 1 : 32 - __clz(diff);
+    uint32_t sk[kItems];
+    int32_t sc[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int j = tid * kItems + i;
+      const unsigned long long e = j < run_take ? sm.buf[j] : 0ull;
+      sk[i] = static_cast<uint32_t>(e >> 32);
+      sc[i] = static_cast<int32_t>(e & 0xffffffffu);
+    }
+    __syncthreads();
+    BlockSortKV(sm.tmp.sort_kv).SortDescendingBlockedToStriped(sk, sc, 0, end_bit);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int64_t pos = i * kThreads + tid;
+      if (pos >= keff) continue;
+      a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, sc[i]);
+      if (a.osc) a.osc[r * a.osc_s0 + pos] = row[sc[i]];
+    }
+  }
 }
 
 __device__ __forceinline__ bool candidates_fit(const TopKArgs& a, int n_cand, int64_t keff, int cap) {

@@ -84,6 +84,7 @@ struct Shared {
   int warp_off[kWarps], warp_take_eq[kWarps];
   int valid;  // valid keys of this CTA's slice
   int digit, need;  // warp 0 → block broadcast
+  unsigned kmin, kmax;  // CTA 0: the range of the selected keys
 };
 
 __device__ __host__ __forceinline__ int64_t slice_keys(int64_t span, int64_t C) {
@@ -452,14 +453,24 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
       if (a.sorted && keff > 0) {
         uint32_t sk[kSortItems];
         int32_t sc[kSortItems];
+        if (tid == 0) sm.kmin = 0xffffffffu, sm.kmax = 0u;
+        __syncthreads();
+        uint32_t lo = 0xffffffffu, hi = 0u;
 #pragma unroll
         for (int i = 0; i < kSortItems; ++i) {
           const int p = tid * kSortItems + i;
-          sk[i] = p < keff ? sm.u.gather.key[p] : 0u;  // 0 is below every selected key
+          sk[i] = p < keff ? sm.u.gather.key[p] : 0u;  // padding: after every entry, sorts last
           sc[i] = p < keff ? sm.u.gather.col[p] : 0;
+          if (p < keff) lo = min(lo, sk[i]), hi = max(hi, sk[i]);
         }
+        atomicMin(&sm.kmin, lo);
+        atomicMax(&sm.kmax, hi);
         __syncthreads();
-        BlockSort(sm.u.sort).SortDescendingBlockedToStriped(sk, sc);
+        // Only the bits where the selected keys differ (every key in [kmin, kmax] shares their
+        // common prefix); the sort is stable, so ties keep column order and the padding stays last.
+        const unsigned diff = sm.kmin ^ sm.kmax;
+        const int end_bit = diff == 0u ? 1 : 32 - __clz(diff);
+        BlockSort(sm.u.sort).SortDescendingBlockedToStriped(sk, sc, 0, end_bit);
 #pragma unroll
         for (int i = 0; i < kSortItems; ++i) {
           const int p = i * kThreads + tid;
