@@ -27,11 +27,13 @@
 //       the 256 B of scales, both completing on the stage's mbarrier (phases run on across
 //       segments); the map is encoded on the host per call (cuTensorMapEncodeTiled through
 //       cudaGetDriverEntryPointByVersion; v2 runs where it cannot be built).
+//       v2 and v3 read the page id one tile ahead and issue a stage's refill after the MMAs of
+//       the current tile (while they run).
 // Resources (nvcc 13, sm_90a; registers, spills, dynamic shared bytes per CTA, CTAs/SM):
-//   next_n 1: v1 102, 0, 76288, 2 | v2 101, 0, 110944, 2 | v3 102, 0, 111040, 2
-//   next_n 2: v1 128, 0, 84736, 2 | v2 128, 0, 85600, 2  | v3 128, 16 B, 85664, 2
-//   next_n 3: v1 180, 0, 93184, 1 | v2 176, 0, 161632, 1 | v3 174, 0, 161760, 1
-//   next_n 4: v1 204, 0, 101632, 1 | v2 202, 0, 170080, 1 | v3 202, 0, 170208, 1
+//   next_n 1: v1 102, 0, 76288, 2  | v2 128, 0, 110944, 2 | v3 110, 0, 111040, 2
+//   next_n 2: v1 128, 0, 84736, 2  | v2 128, 0, 85600, 2  | v3 128, 0, 85664, 2
+//   next_n 3: v1 180, 0, 93184, 1  | v2 184, 0, 161632, 1 | v3 174, 0, 161760, 1
+//   next_n 4: v1 204, 0, 101632, 1 | v2 212, 0, 170080, 1 | v3 202, 0, 170208, 1
 //
 // Work split (lengths are only known on the device): the grid is persistent (SMs × CTAs per SM).
 // Every CTA reads all context_lens, counts the tiles of every request (⌈max_t L(r, t) / 64⌉) and
@@ -435,10 +437,13 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
     const int my_n = (ntiles - wg + 1) / 2;
     // v2: the next tile to load (request tile lo_t + wg + 2i for the i of the next issue call) as
     // page slot and 64-key sub-tile, advanced by 2 tiles a call (no division per tile).
+    // Its page id is read one call ahead (nxt_page), off the path to the next MMA.
     int ld_pg = 0, ld_sub = 0;
+    int32_t nxt_page = 0;
     if constexpr (kV >= 2) {
       ld_pg = (lo_t + wg) / tiles_per_page;
       ld_sub = (lo_t + wg) - ld_pg * tiles_per_page;
+      if (my_n > 0) nxt_page = bt_row[static_cast<int64_t>(ld_pg) * a.bt_s1];
     }
     // Loads local tile i (request tile lo_t + wg + 2i) into its stage; always commits a group
     // so the wait counts stay uniform. Called for i = 0, 1, 2, … in order.
@@ -453,7 +458,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
           page = bt_row[(key0 / a.P) * a.bt_s1];
           off0 = key0 % a.P;
         } else {
-          page = bt_row[static_cast<int64_t>(ld_pg) * a.bt_s1];
+          page = nxt_page;
           off0 = ld_sub * kTileKeys;
         }
         if constexpr (kV == 3) {
@@ -508,6 +513,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
           ld_sub -= tiles_per_page;
           ++ld_pg;
         }
+        if (i + 1 < my_n) nxt_page = bt_row[static_cast<int64_t>(ld_pg) * a.bt_s1];
       }
     };
 
@@ -545,7 +551,7 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
       }
       fence_proxy_async();
       named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
-      issue(i + kStages - 1);        // refills the stage of tile i − 1
+      if constexpr (kV == 1) issue(i + kStages - 1);  // refills the stage of tile i − 1
       const int stage = kV == 3 ? (cnt + i) % kStages : i % kStages;
       const uint64_t desc_a = tile_desc<kV>(sbase + S::key_off(wg, stage));
       // k step s: bytes [32s, 32s + 32) of every row. v1: chunks 2s, 2s + 1 → +256·s bytes
@@ -562,6 +568,8 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
       wgmma_n<1, kN>(acc, desc_a + 3 * kStep, desc_b + 3 * kStep);
       wgmma_commit();
       if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
+      // v2, v3: the refill of tile i − 1's stage is issued while the MMAs run.
+      if constexpr (kV >= 2) issue(i + kStages - 1);
       wgmma_wait_all();
 
       const int kb = (lo_t + j) * kTileKeys;
