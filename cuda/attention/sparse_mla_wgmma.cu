@@ -686,6 +686,6 @@ namespace dsa {
 // mode −1 follows DSA_SPARSE_MLA_WGMMA, 0 forces the mma.sync kernel, 1 allows the wgmma kernel
 // (still only where it applies).
 DSA_API void sparse_mla_wgmma_for_testing(int mode) { g_smla_wgmma_override.store(mode); }
-// Whether qualifying prefill calls on the current device take the wgmma kernel now.
+// Whether qualifying prefill and decode calls on the current device take the wgmma kernel now.
 DSA_API bool sparse_mla_wgmma_active() { return cuda_backend::sparse_mla_wgmma_usable(); }
 }  // namespace dsa
