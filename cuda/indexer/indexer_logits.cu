@@ -21,8 +21,10 @@
 //     k in the mma): thread t of a quad reads whole 16-byte pieces of each row, so fragments come
 //     from 16-byte loads; shared rows are padded (144 B FP8, 320 B bf16) so the reads are free of
 //     bank conflicts.
-// FP8 with contiguous heads on an sm_90a build and a cc 9.0 device: the wgmma kernel of
-// indexer_logits_wgmma.cu instead (DSA_INDEXER_WGMMA=0 keeps this one).
+// FP8 with contiguous heads on an sm_90a build and a cc 9.0 device: the wgmma kernels instead —
+// indexer_logits_wgmma.cu for prefill (DSA_INDEXER_WGMMA=0 keeps this one) and
+// indexer_paged_wgmma.cu for paged decode with P a multiple of 64 and next_n ≤ 4
+// (DSA_INDEXER_PAGED_WGMMA=0 keeps this one).
 // General path (any other h_idx, d_idx, f32 exact mode, unaligned views): one thread per output
 // element with scalar fp32 loops (correct, slow).
 //
