@@ -46,6 +46,7 @@
 #include <string>
 
 #include "common/cuda_common.cuh"
+#include "common/sm90_ptx.cuh"
 #include "dsa/version.hpp"
 
 namespace dsa {
@@ -162,24 +163,14 @@ __device__ __forceinline__ void wgmma_pv_n256(float (&d)[128], uint64_t da, uint
       : "memory");
 }
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Generic-proxy writes (cp.async, st.shared) become visible to the async proxy (wgmma operands).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// Pins accumulator registers after wgmma.wait_group: the compiler may not move their uses above it.
-template <int N>
-__device__ __forceinline__ void fence_regs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-__device__ __forceinline__ void cp_async16(uint32_t saddr, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// The shared wgmma / cp.async / barrier wrappers (common/sm90_ptx.cuh).
+using namespace dsa::cuda::sm90;
+// Waits for all of this thread's cp.async groups (the literal form of sm90::cp_async_wait<0>).
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // Shared memory descriptor, no swizzle: start >> 4 (bits 0–13), LBO >> 4 (16–29), SBO >> 4 (32–45).
+// Unlike sm90::smem_desc (fixed LBO 128 / SBO 1024) LBO and SBO are arguments: the 576-wide rows
+// use SBO 9216 and the transposed V read swaps them. This overload hides sm90's in this file.
 __device__ __forceinline__ uint64_t smem_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
   return static_cast<uint64_t>((saddr & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(lbo >> 4) << 16) |
          (static_cast<uint64_t>(sbo >> 4) << 32);
@@ -218,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(const __g
   const int n_split = kPaged ? a.n_split : 1;
   const int64_t s_inner = kPaged ? a.s_inner : 1;
   extern __shared__ __align__(128) uint8_t smem[];
-  const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t sbase = smem_addr(smem);
   float* smax = reinterpret_cast<float*>(smem + L::kOffMax);
   float* ssum = reinterpret_cast<float*>(smem + L::kOffSum);
   int* svalid = reinterpret_cast<int*>(smem + L::kOffValid);
