@@ -578,11 +578,11 @@ template <int ROWW, int COLW, Kv KV>
 Status launch(const char* op, const AttnArgs& a, Stream stream) {
   using C = Cfg<ROWW, COLW, KV>;
   auto kernel = sparse_mla_kernel<ROWW, COLW, KV>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
+  static cuda::OncePerDevice attributes;
+  const cudaError_t e =
+      attributes.run([&] { return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem); });
+  if (e != cudaSuccess)
     return Status(StatusCode::kCudaError, std::string(op) + ": cudaFuncSetAttribute failed: " + cudaGetErrorString(e));
-  }
   const int64_t blocks = a.tokens * a.groups * a.n_split;
   kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, static_cast<cudaStream_t>(stream)>>>(a);
   Status s = cuda::launch_status(op, "sparse_mla_kernel");

@@ -557,11 +557,11 @@ Status launch(const char* op, const Args& a, int64_t blocks, Stream stream) {
   constexpr bool kFp8 = kSrc == kSrcPagedFp8;
   if (blocks == 0) return Status();
   auto kernel = sparse_mla_wgmma_kernel<kSrc>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Lay<kFp8>::kSmem);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
+  static cuda::OncePerDevice attributes;
+  const cudaError_t e = attributes.run(
+      [&] { return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Lay<kFp8>::kSmem); });
+  if (e != cudaSuccess)
     return Status(StatusCode::kCudaError, std::string(op) + ": cudaFuncSetAttribute failed: " + cudaGetErrorString(e));
-  }
   kernel<<<static_cast<unsigned>(blocks), kThreads, Lay<kFp8>::kSmem, static_cast<cudaStream_t>(stream)>>>(a);
   return cuda::launch_status(op, "sparse_mla_wgmma_kernel");
 }

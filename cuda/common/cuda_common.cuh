@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "dsa/numerics.hpp"
@@ -23,6 +24,33 @@ inline Status launch_status(const char* op, const char* kernel) {
   return Status(StatusCode::kCudaError, std::string(op) + ": launch of " + kernel + " failed: " +
                                             cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
+
+// Set-up a launch site needs once per device, not per launch: kernel attributes (dynamic shared
+// memory above 48 KB, cluster sizes, carveout) stay set for the device's context, and
+// cudaFuncSetAttribute costs host time that small problems would otherwise pay on every call. One
+// static instance per launch site (per kernel instantiation); run(setup) runs `setup` the first
+// time on each device and returns its result then and afterwards (a failure also clears the
+// runtime's last error, so the next launch check does not report it again).
+class OncePerDevice {
+ public:
+  template <class Setup>
+  cudaError_t run(Setup&& setup) {
+    int dev = 0;
+    const cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess || dev < 0 || dev >= kMaxDevices) return checked(e != cudaSuccess ? e : setup());
+    std::call_once(once_[dev], [&] { error_[dev] = checked(setup()); });
+    return error_[dev];
+  }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  static cudaError_t checked(cudaError_t e) {
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+  }
+  std::once_flag once_[kMaxDevices];
+  cudaError_t error_[kMaxDevices] = {};
+};
 
 // Static per-device attributes, queried once per device (thread-safe) and cached.
 struct DeviceInfo {

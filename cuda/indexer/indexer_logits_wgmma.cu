@@ -459,7 +459,13 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
     blocks = a.ntb;
   }
   auto* kernel = v1 ? logits_wgmma_kernel<1> : logits_wgmma_kernel<2>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  static cuda::OncePerDevice attributes;
+  const cudaError_t e = attributes.run([] {
+    cudaError_t err = cudaFuncSetAttribute(logits_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (err == cudaSuccess)
+      err = cudaFuncSetAttribute(logits_wgmma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    return err;
+  });
   if (e != cudaSuccess)
     return Status(StatusCode::kCudaError,
                   std::string("indexer_logits: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));

@@ -573,12 +573,16 @@ int wanted_version() {
 template <int kT, int kV>
 Status launch(const WgmmaPagedArgs& a, const CUtensorMap& kmap, const cuda::DeviceInfo& info, Stream stream) {
   constexpr int kBytes = Smem<kT, kV>::kBytes;
-  cudaError_t e =
-      cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-  // v2/v3 at next_n 1 need 2 × 109 KB of an SM's 228 KB: ask for the largest shared carveout.
-  if (e == cudaSuccess && kV >= 2)
-    e = cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             cudaSharedmemCarveoutMaxShared);
+  static cuda::OncePerDevice attributes;
+  cudaError_t e = attributes.run([] {
+    cudaError_t err =
+        cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+    // v2/v3 at next_n 1 need 2 × 109 KB of an SM's 228 KB: ask for the largest shared carveout.
+    if (err == cudaSuccess && kV >= 2)
+      err = cudaFuncSetAttribute(paged_wgmma_kernel<kT, kV>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    return err;
+  });
   // CTAs per SM, per device (0 unknown): a host-side query, cached.
   static std::atomic<int> occupancy[64];
   const bool cacheable = info.device >= 0 && info.device < 64;

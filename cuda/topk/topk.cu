@@ -43,7 +43,6 @@
 #include <cub/block/block_scan.cuh>
 
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "common/op_list.hpp"
@@ -660,23 +659,18 @@ __global__ void __launch_bounds__(kThreads, Deep ? 1 : 2) topk_filter_kernel(con
 }
 
 // The filter kernel's dynamic shared memory (the candidates), set once per device.
-Status filter_attributes_once() {
-  constexpr int kMaxDevices = 64;
-  static std::once_flag once[kMaxDevices];
-  static cudaError_t error[kMaxDevices];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
-    return cuda::launch_status("topk", "topk_filter_kernel (cudaGetDevice)");
-  std::call_once(once[dev], [dev] {
+Status filter_attributes() {
+  static cuda::OncePerDevice once;
+  const cudaError_t e = once.run([] {
     const int bytes = static_cast<int>(2 * kCandCap * sizeof(uint32_t));
-    cudaError_t e = cudaFuncSetAttribute(topk_filter_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(topk_filter_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    error[dev] = e;
+    cudaError_t err = cudaFuncSetAttribute(topk_filter_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (err == cudaSuccess)
+      err = cudaFuncSetAttribute(topk_filter_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    return err;
   });
-  if (error[dev] == cudaSuccess) return Status();
+  if (e == cudaSuccess) return Status();
   return Status(StatusCode::kCudaError,
-                std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(error[dev]));
+                std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(e));
 }
 
 // Which kernel: DSA_TOPK_KERNEL=row|filter|cluster forces one where it applies (a tuning knob).
@@ -764,7 +758,7 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
   }
   if (use == Kernel::kCluster) return topk_detail::launch_cluster(a, dev.sm_count, stream);
   if (use == Kernel::kFilter) {
-    if (Status st = filter_attributes_once(); !st.ok()) return st;
+    if (Status st = filter_attributes(); !st.ok()) return st;
     const size_t smem = 2 * kCandCap * sizeof(uint32_t);
     if (a.rows >= 2 * static_cast<int64_t>(dev.sm_count))
       topk_filter_kernel<false><<<cuda::grid_for(a.rows, 1), kThreads, smem, stream>>>(a);

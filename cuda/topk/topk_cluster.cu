@@ -38,7 +38,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdlib>
-#include <mutex>
 
 #include <cub/block/block_radix_sort.cuh>
 
@@ -494,23 +493,18 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
 
 namespace {
 // The kernel's attributes (the largest dynamic shared memory it may use, clusters of 16), set once
-// per device: cudaFuncSetAttribute costs host time that small problems would otherwise pay per call.
-Status set_attributes_once() {
-  constexpr int kMaxDevices = 64;
-  static std::once_flag once[kMaxDevices];
-  static cudaError_t error[kMaxDevices];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices)
-    return cuda::launch_status("topk", "topk_cluster_kernel (cudaGetDevice)");
-  std::call_once(once[dev], [dev] {
-    cudaError_t e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>((kSliceMax + merged_ints(kMaxCluster)) * sizeof(uint32_t)));
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    error[dev] = e;
+// per device.
+Status set_attributes() {
+  static cuda::OncePerDevice once;
+  const cudaError_t e = once.run([] {
+    cudaError_t err = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>((kSliceMax + merged_ints(kMaxCluster)) * sizeof(uint32_t)));
+    if (err == cudaSuccess) err = cudaFuncSetAttribute(topk_cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    return err;
   });
-  if (error[dev] == cudaSuccess) return Status();
+  if (e == cudaSuccess) return Status();
   return Status(StatusCode::kCudaError, std::string("topk: setting the attributes of topk_cluster_kernel failed: ") +
-                                            cudaGetErrorString(error[dev]));
+                                            cudaGetErrorString(e));
 }
 }  // namespace
 
@@ -536,7 +530,7 @@ Status launch_cluster(const TopKArgs& a, int sm_count, cudaStream_t stream) {
   if (forced && slice_keys(span, forced) <= kSliceMax) C = forced;
   const int64_t L = slice_keys(span, C);
   const size_t smem = static_cast<size_t>(L + merged_ints(C)) * sizeof(uint32_t);
-  if (Status st = set_attributes_once(); !st.ok()) return st;
+  if (Status st = set_attributes(); !st.ok()) return st;
   const int64_t clusters = a.rows < (1 << 20) ? a.rows : (1 << 20);  // rows loop past this
 
   cudaLaunchConfig_t cfg = {};
