@@ -54,7 +54,10 @@ namespace {
 
 using topk_detail::row_range;
 using topk_detail::score_key;
+using topk_detail::sort_end_bit;
 using topk_detail::to_domain;
+using topk_detail::write_padding;
+using topk_detail::write_ranked;
 using topk_detail::TopKArgs;
 
 constexpr int kThreads = 512;
@@ -214,15 +217,6 @@ __device__ int collect(const float* row, int n, bool has_lo, uint32_t t_lo, int 
   return run_take;
 }
 
-// Padding (−1, −∞) past k_eff and k_eff itself.
-__device__ __forceinline__ void write_padding(const TopKArgs& a, int64_t r, int64_t keff) {
-  for (int64_t pos = keff + threadIdx.x; pos < a.k; pos += kThreads) {
-    a.idx[r * a.idx_s0 + pos] = -1;
-    if (a.osc) a.osc[r * a.osc_s0 + pos] = __uint_as_float(0xff800000u);
-  }
-  if (a.keff && threadIdx.x == 0) a.keff[r * a.keff_s0] = static_cast<int32_t>(keff);
-}
-
 // Sorts sm.buf's `taken` composites (key << 32 | ~column; the rest of the buffer is zeroed here)
 // descending and writes ranks [lo, hi) of row r.
 __device__ __forceinline__ void sort_and_write(const TopKArgs& a, int64_t r, int64_t ks, const float* row, int taken,
@@ -241,8 +235,7 @@ __device__ __forceinline__ void sort_and_write(const TopKArgs& a, int64_t r, int
     const int64_t pos = lo + tid * kItems + i;
     if (pos >= hi) continue;
     const int c = static_cast<int>(0xffffffffu - static_cast<uint32_t>(comp[i] & 0xffffffffu));
-    a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
-    if (a.osc) a.osc[r * a.osc_s0 + pos] = row[c];
+    write_ranked(a, r, ks, row, pos, c);
   }
 }
 
@@ -261,10 +254,8 @@ __device__ void finish_row_multipass(const TopKArgs& a, int64_t r, int64_t ks, c
       uint32_t t_hi;
       int m_hi;
       select_cut_or_all(row, n, static_cast<int>(keff), nvalid, sm, &t_hi, &m_hi);
-      collect(row, n, false, 0u, 0, t_hi, m_hi, sm, [&](int slot, uint32_t, int c) {
-        a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
-        if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
-      });
+      collect(row, n, false, 0u, 0, t_hi, m_hi, sm,
+              [&](int slot, uint32_t, int c) { write_ranked(a, r, ks, row, slot, c); });
     }
     return;
   }
@@ -314,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const __grid_constant__ 
     __syncthreads();  // sm.valid and sm.hist0 are rewritten for the next row
 
     finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
-    write_padding(a, r, keff);
+    write_padding<kThreads>(a, r, keff);
     __syncthreads();
   }
 }
@@ -398,12 +389,13 @@ struct RowGroups {
   }
 };
 
-// Pass A over groups [v0, v1): adds the 11-bit digits of the valid keys to hist (zeroed by the
+// Pass A over the row's groups: adds the 11-bit digits of the valid keys to hist (zeroed by the
 // caller) and returns this thread's valid count, with kUnroll 16-byte loads in flight per thread.
 template <int kUnroll>
-__device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* hist) {
+__device__ __forceinline__ int pass_a(const RowGroups& g, int* hist) {
+  const int v1 = g.nvec;
   int valid = 0;
-  for (int vb = v0 + static_cast<int>(threadIdx.x); vb < v1; vb += kUnroll * kThreads) {
+  for (int vb = static_cast<int>(threadIdx.x); vb < v1; vb += kUnroll * kThreads) {
     float f[kUnroll][4];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) g.load(vb + u * kThreads, v1, f[u]);
@@ -427,21 +419,22 @@ __device__ __forceinline__ int pass_a(const RowGroups& g, int v0, int v1, int* h
   return valid;
 }
 
-// Pass B over groups [v0, v1) in column order (steps of 512·kGroups groups: warp-major, kGroups
+// Pass B over the row's groups in column order (steps of 512·kGroups groups: warp-major, kGroups
 // consecutive groups per lane; the next step's loads are issued before this step's barrier): every
-// key ≥ lo_key goes to (out_key, out_col)[base + its rank], the column relative to ks. Ends after
-// a block barrier.
+// key ≥ lo_key goes to (out_key, out_col)[its rank], the column relative to ks (the caller has
+// counted them: at most kCandCap). Ends after a block barrier.
 template <int kGroups>
-__device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint32_t lo_key, uint32_t* out_key,
-                                       int32_t* out_col, int base, int cap, FilterSmem& fs) {
+__device__ __forceinline__ void pass_b(const RowGroups& g, uint32_t lo_key, uint32_t* out_key, int32_t* out_col,
+                                       FilterSmem& fs) {
   constexpr int kStepVecs = kThreads * kGroups;
+  const int v1 = g.nvec;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int written = 0, parity = 0;
   float cur[kGroups][4], nxt[kGroups][4];
-  const int v_lane = v0 + warp * 32 * kGroups + lane * kGroups;
+  const int v_lane = warp * 32 * kGroups + lane * kGroups;
 #pragma unroll
   for (int j = 0; j < kGroups; ++j) g.load(v_lane + j, v1, cur[j]);
-  for (int step = 0; v0 + step * kStepVecs < v1; ++step) {
+  for (int step = 0; step * kStepVecs < v1; ++step) {
     const int vb = v_lane + step * kStepVecs;
 #pragma unroll
     for (int j = 0; j < kGroups; ++j) g.load(vb + kStepVecs + j, v1, nxt[j]);
@@ -467,11 +460,11 @@ __device__ __forceinline__ void pass_b(const RowGroups& g, int v0, int v1, uint3
       before += w < warp ? c : 0;
       total += c;
     }
-    int pos = base + written + before + incl - cnt;
+    int pos = written + before + incl - cnt;
 #pragma unroll
     for (int i = 0; i < 4 * kGroups; ++i) {
       if (kk[i] < lo_key) continue;
-      if (pos < cap) {
+      if (pos < kCandCap) {
         out_key[pos] = kk[i];
         out_col[pos] = static_cast<int32_t>(g.vs + 4 * static_cast<int64_t>(vb) + i - g.ks);
       }
@@ -559,8 +552,7 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
         atomicMin(&fs.kmin, keys[i]);
         atomicMax(&fs.kmax, keys[i]);
       } else {
-        a.idx[r * a.idx_s0 + slot] = to_domain(a, r, ks, c);
-        if (a.osc) a.osc[r * a.osc_s0 + slot] = row[c];
+        write_ranked(a, r, ks, row, slot, c);
       }
       ++slot;
     }
@@ -572,8 +564,7 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
     // column order), on the bits where the selected keys differ: every key in [kmin, kmax] shares
     // their common prefix. The padding (key 0) comes after every entry and sorts last.
     __syncthreads();
-    const unsigned diff = fs.kmin ^ fs.kmax;
-    const int end_bit = diff == 0u ? 1 : 32 - __clz(diff);
+    const int end_bit = sort_end_bit(fs.kmin, fs.kmax);
     uint32_t sk[kItems];
     int32_t sc[kItems];
 #pragma unroll
@@ -589,14 +580,13 @@ __device__ void finish_candidates(const TopKArgs& a, int64_t r, int64_t ks, cons
     for (int i = 0; i < kItems; ++i) {
       const int64_t pos = i * kThreads + tid;
       if (pos >= keff) continue;
-      a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, sc[i]);
-      if (a.osc) a.osc[r * a.osc_s0 + pos] = row[sc[i]];
+      write_ranked(a, r, ks, row, pos, sc[i]);
     }
   }
 }
 
-__device__ __forceinline__ bool candidates_fit(const TopKArgs& a, int n_cand, int64_t keff, int cap) {
-  return n_cand <= cap && (!a.sorted || keff <= kTile);
+__device__ __forceinline__ bool candidates_fit(const TopKArgs& a, int n_cand, int64_t keff) {
+  return n_cand <= kCandCap && (!a.sorted || keff <= kTile);
 }
 
 // Two shapes of one kernel: many rows run two blocks per SM with 4 loads in flight per thread
@@ -621,7 +611,7 @@ __global__ void __launch_bounds__(kThreads, Deep ? 1 : 2) topk_filter_kernel(con
     for (int i = tid; i < kBins11; i += kThreads) fs.hist[i] = 0;
     if (tid == 0) sm.valid = 0;
     __syncthreads();
-    int valid = pass_a<Deep ? 8 : 4>(g, 0, g.nvec, fs.hist);
+    int valid = pass_a<Deep ? 8 : 4>(g, fs.hist);
     valid = __reduce_add_sync(0xffffffffu, valid);
     if (lane == 0 && valid) atomicAdd(&sm.valid, valid);
     __syncthreads();
@@ -639,7 +629,7 @@ __global__ void __launch_bounds__(kThreads, Deep ? 1 : 2) topk_filter_kernel(con
       n_cand = fs.above + fs.hist[d0];
       lo_key = static_cast<uint32_t>(d0) << 21;
     }
-    if (keff > 0 && !candidates_fit(a, n_cand, keff, kCandCap)) {
+    if (keff > 0 && !candidates_fit(a, n_cand, keff)) {
       // The row kernel's path needs its 8-bit first histogram: sums of 8 consecutive 11-bit bins.
       for (int i = tid; i < 256; i += kThreads) {
         int s8 = 0;
@@ -650,10 +640,10 @@ __global__ void __launch_bounds__(kThreads, Deep ? 1 : 2) topk_filter_kernel(con
       __syncthreads();
       finish_row_multipass(a, r, ks, row, n, nvalid, keff, sm);
     } else if (keff > 0) {
-      pass_b<Deep ? 4 : 2>(g, 0, g.nvec, lo_key, cand_key, cand_col, 0, kCandCap, fs);
+      pass_b<Deep ? 4 : 2>(g, lo_key, cand_key, cand_col, fs);
       finish_candidates(a, r, ks, row, n_cand, keff, nvalid, d0, need, cand_key, cand_col, sm, fs);
     }
-    write_padding(a, r, keff);
+    write_padding<kThreads>(a, r, keff);
     __syncthreads();
   }
 }

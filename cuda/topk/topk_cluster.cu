@@ -431,8 +431,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
             gkey[pos] = kk[i];
             gcol[pos] = static_cast<int32_t>(c_rel);
           } else {
-            a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c_rel);
-            if (a.osc) a.osc[r * a.osc_s0 + pos] = row[ks + c_rel];
+            write_ranked(a, r, ks, row + ks, pos, c_rel);
           }
           ++pos;
         }
@@ -467,24 +466,17 @@ __global__ void __launch_bounds__(kThreads, 2) topk_cluster_kernel(const __grid_
         __syncthreads();
         // Only the bits where the selected keys differ (every key in [kmin, kmax] shares their
         // common prefix); the sort is stable, so ties keep column order and the padding stays last.
-        const unsigned diff = sm.kmin ^ sm.kmax;
-        const int end_bit = diff == 0u ? 1 : 32 - __clz(diff);
+        const int end_bit = sort_end_bit(sm.kmin, sm.kmax);
         BlockSort(sm.u.sort).SortDescendingBlockedToStriped(sk, sc, 0, end_bit);
 #pragma unroll
         for (int i = 0; i < kSortItems; ++i) {
           const int p = i * kThreads + tid;
           if (p >= keff) continue;
-          a.idx[r * a.idx_s0 + p] = to_domain(a, r, ks, sc[i]);
-          if (a.osc) a.osc[r * a.osc_s0 + p] = row[ks + sc[i]];
+          write_ranked(a, r, ks, row + ks, p, sc[i]);
         }
         __syncthreads();  // the sort's storage is the next row's gather buffer
       }
-      // Padding and k_eff.
-      for (int64_t p = keff + tid; p < a.k; p += kThreads) {
-        a.idx[r * a.idx_s0 + p] = -1;
-        if (a.osc) a.osc[r * a.osc_s0 + p] = __uint_as_float(0xff800000u);
-      }
-      if (a.keff && tid == 0) a.keff[r * a.keff_s0] = keff;
+      write_padding<kThreads>(a, r, keff);
     }
   }
 }

@@ -62,6 +62,33 @@ __device__ __forceinline__ int32_t to_domain(const TopKArgs& a, int64_t r, int64
   return static_cast<int32_t>(ks + c_rel);
 }
 
+// Rank `pos` of row r is column ks + c (`row` points at column ks): its index in the requested
+// domain and, when asked for, its score. (Templated on the callers' index types, so each call
+// keeps its own integer arithmetic.)
+template <class Pos, class Col>
+__device__ __forceinline__ void write_ranked(const TopKArgs& a, int64_t r, int64_t ks, const float* row, Pos pos, Col c) {
+  a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
+  if (a.osc) a.osc[r * a.osc_s0 + pos] = row[c];
+}
+
+// Ranks [k_eff, k) of row r hold −1 (and −∞), then k_eff itself; every thread of a kBlock-thread
+// block calls it.
+template <int kBlock, class Keff>
+__device__ __forceinline__ void write_padding(const TopKArgs& a, int64_t r, Keff keff) {
+  for (int64_t pos = keff + static_cast<Keff>(threadIdx.x); pos < a.k; pos += kBlock) {
+    a.idx[r * a.idx_s0 + pos] = -1;
+    if (a.osc) a.osc[r * a.osc_s0 + pos] = __uint_as_float(0xff800000u);
+  }
+  if (a.keff && threadIdx.x == 0) a.keff[r * a.keff_s0] = static_cast<int32_t>(keff);
+}
+
+// The key bits a stable descending sort of keys in [kmin, kmax] needs: every such key shares the
+// bits above the highest one where kmin and kmax differ (at least one bit, so the sort is valid).
+__device__ __forceinline__ int sort_end_bit(unsigned kmin, unsigned kmax) {
+  const unsigned diff = kmin ^ kmax;
+  return diff == 0u ? 1 : 32 - __clz(diff);
+}
+
 // The cluster kernel (topk_cluster.cu). Returns false, launching nothing, when the problem is not
 // one it takes (k > kClusterMaxSortedK in sorted mode, rows too long, a device without clusters);
 // else the launch status.
