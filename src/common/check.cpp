@@ -162,7 +162,7 @@ bool ArgCheck::tensor(const char* arg, const TensorView& t, std::initializer_lis
          dtype_size(t.dtype));
     return false;
   }
-  seen_.push_back({arg, &t});
+  seen_.push_back({arg, t});
   return true;
 }
 

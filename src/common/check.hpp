@@ -61,7 +61,7 @@ class ArgCheck {
 
   struct Seen {
     const char* arg;
-    const TensorView* view;  // the caller's view, not a copy: it must outlive this ArgCheck's use
+    TensorView view;  // a copy: a validator may declare views it built itself (they die before locate())
   };
   // Every present tensor declared so far (for device location and aliasing checks).
   const std::vector<Seen>& seen() const { return seen_; }

@@ -14,11 +14,11 @@ Status locate(const ArgCheck& c, Backend* backend) {
   bool first_on_device = false;
   int first_device = -1;
   for (const auto& seen : c.seen()) {
-    if (seen.view->numel() == 0) continue;
+    if (seen.view.numel() == 0) continue;
     cudaPointerAttributes attr{};
     bool on_device = false;
     int device = -1;
-    if (cudaPointerGetAttributes(&attr, seen.view->data) == cudaSuccess) {
+    if (cudaPointerGetAttributes(&attr, seen.view.data) == cudaSuccess) {
       on_device = attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
       device = attr.device;
     } else {

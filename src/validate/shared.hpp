@@ -1,8 +1,8 @@
 // src/validate/shared.hpp — validator pieces shared by ops that combine others (indexer_topk):
 // the rules live in one place, and a fused op's messages name its own arguments.
 //
-// These take the caller's own params (any struct with the named fields), never a copy: ArgCheck
-// keeps pointers to the views it was given, and locate() reads them after validate() returns.
+// These take the caller's own params (any struct with the named fields), so a fused op's
+// validator declares its own views without copying them into the other ops' params structs.
 #pragma once
 
 #include "common/op_list.hpp"
