@@ -4,9 +4,9 @@
 // prefill chunk) and 2048 × 32768, causal (a chunk at the end of the keys) and full ranges.
 // Counters: ms, TFLOPS (2·H·d FLOP per scored pair, SPEC §10.2), and dev_MiB = device memory the
 // path needs beyond its inputs (fused: workspace + indices; unfused: logits tensor + topk's
-// workspace + indices). The fused entries also run a few fixed chunk sizes (chunk arg; 0 = the
-// automatic ~32 MiB chunk) to show the L2-residency vs parallelism trade-off (with a top-k kernel
-// of one block per row, a chunk of 64 rows fills fewer than half of an H200's 132 SMs).
+// workspace + indices). The fused entries run both paths of the op (chunk arg): −1 the streaming
+// kernel (scores never leave the SM; counter streaming = 1 when it ran), ≥ 0 the chunked path
+// with that chunk_rows (0 = automatic, ~256 MiB of logits).
 #if defined(DSA_WITH_CUDA)
 
 #include <benchmark/benchmark.h>
@@ -25,6 +25,11 @@ using bench::Dev;
 using bench::fill_replicated;
 using bench::time_loop;
 using bench::upload;
+
+namespace dsa {
+void indexer_topk_streaming_for_testing(int mode);
+bool indexer_topk_streaming_taken(const IndexerTopKParams& p);
+}  // namespace dsa
 
 namespace {
 
@@ -72,7 +77,7 @@ struct Inputs {
   }
 };
 
-// args: s_q, s_kv, causal, k, chunk_rows (0 = automatic)
+// args: s_q, s_kv, causal, k, chunk (−1 streaming kernel; ≥ 0 chunked path, chunk_rows)
 void BM_indexer_topk_fused(benchmark::State& st) {
   const Inputs in(st.range(0), st.range(1), st.range(2) != 0, st.range(3));
   const IndexerLogitsParams lp = in.logits(nullptr);
@@ -84,12 +89,16 @@ void BM_indexer_topk_fused(benchmark::State& st) {
   p.ks = lp.ks;
   p.ke = lp.ke;
   p.indices = make_view(in.idx->p, DType::kI32, {in.s_q, in.k});
-  p.chunk_rows = static_cast<int32_t>(st.range(4));
+  const bool streaming = st.range(4) < 0;
+  p.chunk_rows = streaming ? 0 : static_cast<int32_t>(st.range(4));
+  indexer_topk_streaming_for_testing(streaming ? 1 : 0);
   const size_t ws_bytes = workspace_size(p);
   Dev ws(ws_bytes);
   time_loop(st, [&] { return run(p, ws.p, ws_bytes); }, bench::indexer_flops(in.pairs), 0);
   st.counters["dev_MiB"] = static_cast<double>(ws_bytes + in.idx->n) / (1 << 20);
   st.counters["ws_MiB"] = static_cast<double>(ws_bytes) / (1 << 20);
+  st.counters["streaming"] = indexer_topk_streaming_taken(p) ? 1 : 0;
+  indexer_topk_streaming_for_testing(-1);
 }
 
 // args: s_q, s_kv, causal, k
@@ -118,12 +127,15 @@ void BM_indexer_topk_unfused(benchmark::State& st) {
 
 BENCHMARK(BM_indexer_topk_fused)
     ->ArgNames({"s_q", "s_kv", "causal", "k", "chunk"})
+    ->Args({4096, 131072, 1, 2048, -1})
+    ->Args({4096, 131072, 0, 2048, -1})
     ->Args({4096, 131072, 1, 2048, 0})
     ->Args({4096, 131072, 0, 2048, 0})
-    ->Args({4096, 131072, 1, 2048, 256})
-    ->Args({4096, 131072, 1, 2048, 1024})
-    ->Args({2048, 32768, 1, 2048, 0})
+    ->Args({2048, 32768, 1, 2048, -1})
+    ->Args({2048, 32768, 0, 2048, -1})
     ->Args({2048, 32768, 0, 2048, 0})
+    ->Args({4096, 8192, 1, 2048, -1})
+    ->Args({4096, 8192, 1, 2048, 0})
     ->Iterations(5)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

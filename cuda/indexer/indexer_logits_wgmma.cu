@@ -49,6 +49,7 @@
 #include "common/cuda_common.cuh"
 #include "common/sm90_ptx.cuh"
 #include "dsa/version.hpp"
+#include "topk/topk_stream.cuh"
 
 namespace dsa {
 namespace {
@@ -74,6 +75,30 @@ constexpr int kRangeOff = kWOff + kT * 64 * 4;           // int32 lo[kT], hi[kT]
 constexpr int kStageOff = (kRangeOff + 2 * kT * 4 + 127) / 128 * 128;
 constexpr int kSmemBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + base alignment slack
 
+// The fused indexer → top-k variant (kSelect) keeps, after the rings, each token's candidate
+// buffer (score bits, column; kCand entries) and the selection state (topk/topk_stream.cuh).
+// A tile adds at most 64 entries per token; a compaction can only start at an issue point, and
+// between one issue point's count read and the last chance to compact, at most 5 epilogues land
+// (the 3 still running at the read, 2 more): so a buffer is compacted above kCand − 5·64 entries.
+constexpr int kCand = 4000;
+constexpr int kCompactAbove = kCand - 5 * kTileKeys;
+constexpr int kSelOff = kStageOff + 2 * kStages * kStageBytes;
+constexpr int kCandScOff = kSelOff;                                       // float [kT][kCand]
+constexpr int kCandColOff = kCandScOff + kT * kCand * 4;                  // int32 [kT][kCand]
+constexpr int kSelStateOff = kCandColOff + kT * kCand * 4;                // SelectState
+struct SelectState {
+  topk_stream::Scratch scratch;
+  unsigned long long threshold[kT];  // rank of the k-th best so far (topk_stream::rank_of)
+  int count[kT];                     // entries in each token's buffer
+  int request;                       // a group asked for a compaction round (see the loop)
+  int want[2][2];                    // [group][issue parity]: a group's look at the counts
+};
+constexpr int kSelSmemBytes = kSelStateOff + static_cast<int>(sizeof(SelectState)) + 128;
+// The final sort reuses the rings (idle by then).
+using FinalSort = topk_stream::RowSort<kThreads, 8>;
+static_assert(sizeof(FinalSort::TempStorage) <= 2 * kStages * kStageBytes, "final sort storage fits the rings");
+static_assert(kCompactAbove >= kIndexerTopKStreamMaxK + 8 * kTileKeys, "room between compactions");
+
 // The shared wgmma / cp.async / barrier wrappers (common/sm90_ptx.cuh).
 using namespace dsa::cuda::sm90;
 // 4-byte cp.async (.ca: the scales); only this kernel copies 4-byte pieces.
@@ -90,9 +115,51 @@ __device__ __forceinline__ float relu(float x) {
 }
 __device__ __forceinline__ float neg_inf() { return __int_as_float(static_cast<int>(0xff800000u)); }
 
-template <int kVer>
-__global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// kSelect, after the last epilogue (the caller drained its cp.async groups): each token's buffer
+// to exactly its k best (or all, when fewer are valid), ordered and written, then −1 / −∞ padding
+// and k_eff — OP-TOPK's output for the row. All 256 threads.
+__device__ __forceinline__ void select_finish(const WgmmaLogitsArgs& a, const WgmmaSelectArgs& sel, int64_t t0,
+                                              uint8_t* smem, const int32_t* lo_s, SelectState* ss, float* cand_sc,
+                                              int32_t* cand_col) {
+  __syncthreads();  // every append landed; the rings are idle
+  auto& temp = *reinterpret_cast<FinalSort::TempStorage*>(smem + kStageOff);
+  const int col_bits = a.cols > 1 ? 64 - __clzll(a.cols - 1) : 1;
+  const int tid = threadIdx.x;
+#pragma unroll 1
+  for (int t = 0; t < kT; ++t) {
+    const int64_t row = t0 + t;
+    if (row >= a.rows) break;
+    float* const sc = cand_sc + t * kCand;
+    int32_t* const cc = cand_col + t * kCand;
+    int n = ss->count[t];
+    if (n > sel.k) {
+      topk_stream::compact<kThreads>(sc, cc, n, sel.k, ss->scratch);
+      n = sel.k;
+    }
+    const int32_t base = sel.relative ? lo_s[t] : 0;
+    int32_t* const idx = sel.idx + row * sel.idx_s0;
+    float* const osc = sel.osc ? sel.osc + row * sel.osc_s0 : nullptr;
+    topk_stream::sort_and_write<kThreads, 8>(sc, cc, n, sel.sorted, col_bits, temp, ss->scratch,
+                                             [&](int pos, int32_t c, float v) {
+                                               idx[pos] = c - base;
+                                               if (osc) osc[pos] = v;
+                                             });
+    for (int pos = n + tid; pos < sel.k; pos += kThreads) {
+      idx[pos] = -1;
+      if (osc) osc[pos] = neg_inf();
+    }
+    if (sel.keff && tid == 0) sel.keff[row * sel.keff_s0] = n;
+    __syncthreads();  // the sort storage and the scratch serve the next token
+  }
+}
+
+// The kernel body, shared by the logits kernel (kSelect = false: scores stored to a.out) and the
+// fused indexer → top-k kernel (kSelect = true, version 2 only: scores admitted into the
+// candidate buffers, the k best written to sel). Every score is the same instruction sequence in
+// both, so the fused op's selection is bitwise that of logits + topk.
+template <int kVer, bool kSelect>
+__device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, const WgmmaSelectArgs& sel) {
+  static_assert(!kSelect || kVer == 2, "the selecting variant is built on version 2");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 127) & ~uintptr_t{127});
   const uint32_t sbase = smem_addr(smem);
@@ -117,6 +184,16 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     }
     lo_s[tid] = static_cast<int32_t>(lo);
     hi_s[tid] = static_cast<int32_t>(hi);
+  }
+  SelectState* const ss = reinterpret_cast<SelectState*>(smem + kSelStateOff);
+  float* const cand_sc = reinterpret_cast<float*>(smem + kCandScOff);
+  int32_t* const cand_col = reinterpret_cast<int32_t*>(smem + kCandColOff);
+  if constexpr (kSelect) {
+    if (tid < kT) {
+      ss->threshold[tid] = topk_stream::kNoThreshold;
+      ss->count[tid] = 0;
+    }
+    if (tid == 0) ss->request = 0;
   }
   // w_s[t][q][e] = w[t, 8(e/2) + 2q + e%2]: quad lane q's 16 heads of token t, in its order.
   for (int i = tid; i < kT * 64; i += kThreads) {
@@ -170,6 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
   }
   if (ulo >= uhi) {  // block-uniform; no copy may still target this block's shared memory
     cp_async_wait<0>();
+    if constexpr (kSelect) select_finish(a, sel, t0, smem, lo_s, ss, cand_sc, cand_col);
     return;
   }
 
@@ -211,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
   cp_async_wait<kStages - 1>();
   fence_proxy_async();
   __syncthreads();
-  if (my_n <= 0) return;
+  if (!kSelect && my_n <= 0) return;  // the selecting variant still writes its rows at the end
 
   const int warp = wtid >> 5, lane = wtid & 31, g = lane >> 2, q4 = lane & 3;
   const uint64_t desc_b = smem_desc(sbase);
@@ -301,8 +379,52 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
     const int64_t lo1 = b2 ? vlo[3] : vlo[2], hi1 = b2 ? vhi[3] : vhi[2];
     float* const o0 = a.out + (t0 + b2) * a.out_s0;
     float* const o1 = a.out + (t0 + 2 + b2) * a.out_s0;
+    // kSelect: a compaction round, run by all 256 threads while no epilogue is in flight; each
+    // token buffer past the midpoint of [k, kCompactAbove] goes back to its k best.
+    auto compaction_round = [&]() {
+      __syncthreads();
+#pragma unroll 1
+      for (int t = 0; t < kT; ++t) {
+        const int n = ss->count[t];
+        if (n > (sel.k + kCompactAbove) / 2) {
+          const unsigned long long thr =
+              topk_stream::compact<kThreads>(cand_sc + t * kCand, cand_col + t * kCand, n, sel.k, ss->scratch);
+          if (tid == 0) {
+            ss->count[t] = sel.k;
+            ss->threshold[t] = thr;
+          }
+        }
+      }
+      if (tid == 0) ss->request = 0;
+      __syncthreads();
+    };
+    // kSelect: appends the lanes' admitted (score, column) to token t's buffer (t = slot + b2: the
+    // two halves of the warp feed two tokens), one shared atomic per token and warp.
+    auto append = [&](bool admit, int t, float v, int32_t c) {
+      const unsigned m0 = __ballot_sync(0xffffffffu, admit && b2 == 0);
+      const unsigned m1 = __ballot_sync(0xffffffffu, admit && b2 == 1);
+      const unsigned mine = b2 ? m1 : m0;
+      const int leader = mine ? __ffs(mine) - 1 : 0;
+      int base = 0;
+      if (admit && lane == leader) base = atomicAdd(&ss->count[t], __popc(mine));
+      base = __shfl_sync(0xffffffffu, base, leader);
+      if (admit) {
+        const int pos = base + __popc(mine & ((1u << lane) - 1u));
+        cand_sc[t * kCand + pos] = v;
+        cand_col[t * kCand + pos] = c;
+      }
+    };
 #pragma unroll 1
     for (int64_t i = 0; i < my_n; ++i) {
+      if constexpr (kSelect) {
+        // This group's look at the buffers for its next issue point (one reader, shared through
+        // the group barrier below; double-buffered because a slow warp may still read the last).
+        if (wtid == 0) {
+          const volatile int* cnt = ss->count;
+          ss->want[wg][i & 1] = (cnt[0] > kCompactAbove) | (cnt[1] > kCompactAbove) | (cnt[2] > kCompactAbove) |
+                            (cnt[3] > kCompactAbove);
+        }
+      }
       cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
       fence_proxy_async();
       named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
@@ -310,6 +432,24 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
       const uint64_t desc_a = smem_desc(st);
       const int64_t j = wg + 2 * i;
       if (j > 0) named_barrier(3 + wg, 256);
+      if constexpr (kSelect) {
+        // Compaction rounds start only here, at an issue point, where the issue order (tile j
+        // after j − 1, alternating groups) orders the two groups' decisions. A group that wants
+        // one raises `request` and makes the other group's next issue wait pass without issuing
+        // (a stand-in arrival); the other group sees the request there and joins. After the
+        // round the requester issues its tile and arrives as usual; the joiner waits again.
+        bool want = *reinterpret_cast<const volatile int*>(&ss->want[wg][i & 1]) != 0;
+        if (j > 0 && *reinterpret_cast<const volatile int*>(&ss->request)) {
+          compaction_round();
+          named_barrier(3 + wg, 256);
+          want = false;
+        }
+        if (want && j + 1 < ntiles) {
+          if (wtid == 0) ss->request = 1;
+          named_arrive(3 + (wg ^ 1), 256);
+          compaction_round();
+        }
+      }
       wgmma_fence();
       wgmma_n256<0>(acc, desc_a, desc_b);
       wgmma_n256<1>(acc, desc_a + 16, desc_b + 16);
@@ -351,13 +491,44 @@ __global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_
       }
       const int64_t key = (tile0 + j) * kTileKeys + kr;
       const float sck = reinterpret_cast<const float*>(smem + (st - sbase) + kTileBytes)[kr];
-      if (key >= lo0 && key < hi0) o0[key] = __fmul_rn(z[0], sck);
-      if (key >= lo1 && key < hi1) o1[key] = __fmul_rn(z[1], sck);
+      if constexpr (kSelect) {
+        const float v0 = __fmul_rn(z[0], sck), v1 = __fmul_rn(z[1], sck);
+        const int32_t c = static_cast<int32_t>(key);
+        const bool ad0 = key >= lo0 && key < hi0 &&
+                         topk_stream::rank_of(topk_stream::score_key(v0), c) > ss->threshold[b2];
+        const bool ad1 = key >= lo1 && key < hi1 &&
+                         topk_stream::rank_of(topk_stream::score_key(v1), c) > ss->threshold[2 + b2];
+        if (__any_sync(0xffffffffu, ad0 || ad1)) {
+          append(ad0, b2, v0, c);
+          append(ad1, 2 + b2, v1, c);
+        }
+      } else {
+        if (key >= lo0 && key < hi0) o0[key] = __fmul_rn(z[0], sck);
+        if (key >= lo1 && key < hi1) o1[key] = __fmul_rn(z[1], sck);
+      }
     }
   }
   cp_async_wait<0>();
+  if constexpr (kSelect) select_finish(a, sel, t0, smem, lo_s, ss, cand_sc, cand_col);
+}
+
+template <int kVer>
+__global__ void __launch_bounds__(kThreads, 1) logits_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  logits_wgmma_body<kVer, false>(a, WgmmaSelectArgs{});
 #else
   // No sm_90a image: the host never launches this variant (see wgmma_image_present()).
+  __shared__ volatile int no_sm90a_marker;
+  no_sm90a_marker = 0;
+#endif
+}
+
+// The fused indexer → top-k kernel: version 2 over whole rows, selecting instead of storing.
+__global__ void __launch_bounds__(kThreads, 1)
+    indexer_topk_wgmma_kernel(const __grid_constant__ WgmmaLogitsArgs a, const __grid_constant__ WgmmaSelectArgs sel) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  logits_wgmma_body<2, true>(a, sel);
+#else
   __shared__ volatile int no_sm90a_marker;
   no_sm90a_marker = 0;
 #endif
@@ -374,7 +545,15 @@ bool wgmma_image_present_v() {
   }
   return attr.binaryVersion == 90 && attr.sharedSizeBytes == 0;
 }
-bool wgmma_image_present() { return wgmma_image_present_v<1>() && wgmma_image_present_v<2>(); }
+bool wgmma_image_present() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, indexer_topk_wgmma_kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return wgmma_image_present_v<1>() && wgmma_image_present_v<2>() && attr.binaryVersion == 90 &&
+         attr.sharedSizeBytes == 0;
+}
 
 // DSA_INDEXER_WGMMA: "0" off, "1" kernel version 1, anything else (or unset) version 2.
 int env_version() {
@@ -471,6 +650,37 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
                   std::string("indexer_logits: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));
   kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(a);
   return cuda::launch_status("indexer_logits", "logits_wgmma_kernel");
+}
+
+bool indexer_topk_wgmma_usable() {
+  if (!indexer_wgmma_usable()) return false;
+  cuda::DeviceInfo info;
+  return cuda::device_info("indexer_topk", &info).ok() && info.max_smem_optin >= kSelSmemBytes;
+}
+
+Status launch_indexer_topk_wgmma(WgmmaLogitsArgs a, const WgmmaSelectArgs& sel, Stream stream) {
+  if (sel.k < 1 || sel.k > kIndexerTopKStreamMaxK)
+    return Status(StatusCode::kUnsupportedShape, "indexer_topk: the streaming kernel takes 1 ≤ k ≤ " +
+                                                      std::to_string(kIndexerTopKStreamMaxK) + ", got " +
+                                                      std::to_string(sel.k));
+  // One CTA per 4 tokens over their whole key ranges (the selection needs the whole row).
+  a.ntb = (a.rows + kT - 1) / kT;
+  const int64_t tiles = (a.cols + kTileKeys - 1) / kTileKeys;
+  a.chunk = (tiles > 0 ? tiles : 1) * kTileKeys;
+  a.out = nullptr;
+  a.out_s0 = 0;
+  a.clean = false;
+  if (a.ntb > 0x7fffffffLL)
+    return Status(StatusCode::kUnsupportedShape, "indexer_topk: s_q = " + std::to_string(a.rows) + " needs more than 2^31 − 1 blocks");
+  static cuda::OncePerDevice attributes;
+  const cudaError_t e = attributes.run([] {
+    return cudaFuncSetAttribute(indexer_topk_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSelSmemBytes);
+  });
+  if (e != cudaSuccess)
+    return Status(StatusCode::kCudaError,
+                  std::string("indexer_topk: cudaFuncSetAttribute failed: ") + cudaGetErrorString(e));
+  indexer_topk_wgmma_kernel<<<static_cast<unsigned>(a.ntb), kThreads, kSelSmemBytes, stream>>>(a, sel);
+  return cuda::launch_status("indexer_topk", "indexer_topk_wgmma_kernel");
 }
 
 }  // namespace dsa::cuda_backend

@@ -36,6 +36,32 @@ bool indexer_wgmma_usable();
 // Launches the wgmma kernel (the caller checked the shape conditions and indexer_wgmma_usable()).
 Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream);
 
+// ---- fused indexer → top-k (the same file): the kernel above over whole rows, each score admitted
+// into a per-token candidate buffer in shared memory instead of stored (topk/topk_stream.cuh) ----
+
+// The selection half of the fused kernel's arguments (element strides).
+struct WgmmaSelectArgs {
+  int32_t* idx;    // [rows, k]
+  int64_t idx_s0;
+  float* osc;      // [rows, k] or null
+  int64_t osc_s0;
+  int32_t* keff;   // [rows] or null
+  int64_t keff_s0;
+  int32_t k;
+  bool relative;   // IndexDomain::kRelative: column − ks (clamped)
+  bool sorted;
+};
+
+// The largest k the streaming kernel takes (its final sort holds 256 × 8 entries).
+constexpr int64_t kIndexerTopKStreamMaxK = 2048;
+
+// indexer_wgmma_usable() and room for the kernel's shared memory.
+bool indexer_topk_wgmma_usable();
+
+// Launches it: WgmmaLogitsArgs as for the logits kernel (out, clean and the work split are set
+// here), 1 ≤ k ≤ kIndexerTopKStreamMaxK, s_kv < 2^31.
+Status launch_indexer_topk_wgmma(WgmmaLogitsArgs a, const WgmmaSelectArgs& sel, Stream stream);
+
 // ---- paged decode (indexer_paged_wgmma.cu) ----
 
 // Byte strides for q and the cache; element strides for the rest.

@@ -1,7 +1,14 @@
-// CUDA fused indexer → top-k, prefill (IndexerTopKParams): OP-IDXLOGITS then OP-TOPK per chunk of
-// rows, without the [s_q, s_kv] logits tensor.
+// CUDA fused indexer → top-k, prefill (IndexerTopKParams): OP-IDXLOGITS then OP-TOPK without the
+// [s_q, s_kv] logits tensor. Two paths, the same bits:
 //
-// For each chunk of chunk_rows rows (automatic: ~256 MiB of fp32 logits, 512 rows at 128K keys —
+// Streaming (FP8, h_idx 64, d_idx 128, k ≤ 2048, sm_90a; indexer_logits_wgmma.cu): the scores never
+// leave the SM. Each CTA computes 4 tokens' scores over their whole key ranges with the wgmma
+// logits kernel's instruction sequence and admits each one into the token's candidate buffer in
+// shared memory when it beats the k-th best so far; full buffers are compacted back to their k best
+// by an exact radix select (topk/topk_stream.cuh); the end sorts and writes the k best. No
+// workspace; chunk_rows is not used. DSA_INDEXER_TOPK=chunked forces the path below.
+//
+// Chunked (everything else). For each chunk of chunk_rows rows (automatic: ~256 MiB of fp32 logits, 512 rows at 128K keys —
 // enough rows for full indexer waves and the many-row top-k kernel), the existing backends run back
 // to back on the caller's stream:
 //   run(IndexerLogitsParams) writes the chunk's logits into a scratch of the workspace (row stride
@@ -21,11 +28,22 @@
 // on shapes (CUDA-graph safe). workspace_size() = the logits scratch + the larger of the two
 // sub-ops' own workspaces (256-byte aligned pieces).
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "common/indexer_topk_plan.hpp"
 #include "common/op_list.hpp"
+#include "dsa/version.hpp"
+#include "indexer/indexer_logits_wgmma.cuh"
+
+namespace dsa {
+namespace {
+std::atomic<int> g_streaming_override{-1};  // −1: the environment decides; 0 off; 1 on
+}
+}  // namespace dsa
 
 namespace dsa::cuda_backend {
 
@@ -66,11 +84,64 @@ Plan make_plan(const IndexerTopKParams& p) {
   return pl;
 }
 
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// DSA_INDEXER_TOPK=chunked keeps the chunked path everywhere (read once); the test hook below
+// overrides it.
+bool streaming_allowed() {
+  static const bool env_allowed = [] {
+    const char* e = std::getenv("DSA_INDEXER_TOPK");
+    return !(e && std::strcmp(e, "chunked") == 0);
+  }();
+  const int mode = g_streaming_override.load();
+  return mode < 0 ? env_allowed : mode == 1;
+}
+
+// Whether run() takes the streaming kernel: the wgmma logits kernel's conditions (indexer_logits.cu)
+// plus k ≤ 2048 and columns that fit int32.
+bool takes_streaming(const IndexerTopKParams& p) {
+  const int64_t s_kv = p.k.shape[0], k = p.indices.shape[1];
+  return streaming_allowed() && p.q.dtype == DType::kE4M3 && p.k.dtype == DType::kE4M3 && p.q.shape[1] == 64 &&
+         p.q.shape[2] == 128 && p.q.stride[1] == 128 && p.q.stride[2] == 1 && p.k.stride[1] == 1 &&
+         aligned16(p.q.data) && aligned16(p.k.data) && p.q.stride[0] % 16 == 0 && p.k.stride[0] % 16 == 0 &&
+         k >= 1 && k <= kIndexerTopKStreamMaxK && s_kv <= INT32_MAX && indexer_topk_wgmma_usable();
+}
+
+Status run_streaming(const IndexerTopKParams& p, Stream stream) {
+  WgmmaLogitsArgs a{};
+  a.q = static_cast<const uint8_t*>(p.q.data);
+  a.q_s0 = p.q.stride[0];
+  a.k = static_cast<const uint8_t*>(p.k.data);
+  a.k_s0 = p.k.stride[0];
+  a.k_scale = static_cast<const float*>(p.k_scale.data);
+  a.sc_s0 = p.k_scale.stride[0];
+  a.w = static_cast<const float*>(p.weights.data);
+  a.w_s0 = p.weights.stride[0];
+  a.w_s1 = p.weights.stride[1];
+  a.ks = static_cast<const int32_t*>(p.ks.data);
+  a.ke = static_cast<const int32_t*>(p.ke.data);
+  a.ks_s0 = p.ks.stride[0];
+  a.ke_s0 = p.ke.stride[0];
+  a.rows = p.q.shape[0];
+  a.cols = p.k.shape[0];
+  WgmmaSelectArgs sel{};
+  sel.idx = static_cast<int32_t*>(p.indices.data);
+  sel.idx_s0 = p.indices.stride[0];
+  sel.osc = p.out_scores.present() ? static_cast<float*>(p.out_scores.data) : nullptr;
+  sel.osc_s0 = p.out_scores.present() ? p.out_scores.stride[0] : 0;
+  sel.keff = p.k_eff.present() ? static_cast<int32_t*>(p.k_eff.data) : nullptr;
+  sel.keff_s0 = p.k_eff.present() ? p.k_eff.stride[0] : 0;
+  sel.k = static_cast<int32_t>(p.indices.shape[1]);
+  sel.relative = p.domain == IndexDomain::kRelative;
+  sel.sorted = p.sorted;
+  return launch_indexer_topk_wgmma(a, sel, stream);
+}
+
 }  // namespace
 
 Status supports(const IndexerTopKParams& p) {
   const int64_t s_q = p.q.shape[0], s_kv = p.k.shape[0];
-  if (s_q == 0) return Status();
+  if (s_q == 0 || takes_streaming(p)) return Status();
   // A chunk's scratch must be addressable (only an explicit, huge chunk_rows can exceed this).
   const int64_t chunk = detail::indexer_topk_chunk_rows(p), ld = detail::indexer_topk_ld(s_kv);
   if (chunk > (INT64_MAX / 8) / ld)
@@ -89,14 +160,15 @@ Status supports(const IndexerTopKParams& p) {
 }
 
 size_t workspace_size(const IndexerTopKParams& p) {
-  if (p.q.shape[0] == 0 || !cuda_backend::supports(p).ok()) return 0;
+  if (p.q.shape[0] == 0 || takes_streaming(p) || !cuda_backend::supports(p).ok()) return 0;
   const Plan pl = make_plan(p);
   return pl.logits_bytes + pl.sub_bytes;
 }
 
 Status run(const IndexerTopKParams& p, void* workspace, size_t workspace_bytes, Stream stream) {
+  if (p.q.shape[0] == 0) return Status();
+  if (takes_streaming(p)) return run_streaming(p, stream);
   const Plan pl = make_plan(p);
-  if (pl.s_q == 0) return Status();
   if (workspace_bytes < pl.logits_bytes + pl.sub_bytes)  // the dispatcher checks; direct callers too
     return Status(StatusCode::kWorkspaceTooSmall, "indexer_topk: workspace_bytes = " +
                                                       std::to_string(workspace_bytes) + " < " +
@@ -116,3 +188,11 @@ Status run(const IndexerTopKParams& p, void* workspace, size_t workspace_bytes, 
 }
 
 }  // namespace dsa::cuda_backend
+
+namespace dsa {
+// Test and benchmark hooks (declared where used, not in a public header): mode −1 follows
+// DSA_INDEXER_TOPK, 0 forces the chunked path, 1 allows the streaming kernel where it applies.
+DSA_API void indexer_topk_streaming_for_testing(int mode) { g_streaming_override.store(mode); }
+// Whether run(p) on the current device takes the streaming kernel now.
+DSA_API bool indexer_topk_streaming_taken(const IndexerTopKParams& p) { return cuda_backend::takes_streaming(p); }
+}  // namespace dsa
