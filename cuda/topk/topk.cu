@@ -6,8 +6,8 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Three kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|cluster
-// forces one):
+// Four kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|cluster|
+// stream forces one):
 //   - filter (below): sorted k ≤ 2048 or unsorted, from a quarter of the SMs' worth of rows up: the
 //     row streamed twice by one block, the candidates of the k-th bin of an 11-bit histogram kept
 //     in shared memory;
@@ -15,6 +15,8 @@
 //     block cluster's shared memory, the radix passes there;
 //   - row (this file): sorted k > 2048, and the filter kernel's per-row fallback when the
 //     candidates do not fit (huge plateaus): multi-pass, exact for any input.
+//   - stream (topk_stream.cu): 1 ≤ k ≤ 2048, each row read once, a running top k in shared memory;
+//     only when forced (DSA_TOPK_KERNEL=stream) until measured.
 //
 // This file's algorithm, one 512-thread block per row, for any k:
 //   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
@@ -663,14 +665,18 @@ Status filter_attributes() {
                 std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(e));
 }
 
-// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster forces one where it applies (a tuning knob).
-enum class Kernel { kAuto, kRow, kFilter, kCluster };
+// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster|stream forces one where it applies (a tuning knob).
+enum class Kernel { kAuto, kRow, kFilter, kCluster, kStream };
 Kernel forced_kernel() {
   static const Kernel k = [] {
     const char* e = std::getenv("DSA_TOPK_KERNEL");
     if (!e) return Kernel::kAuto;
     const std::string v(e);
-    return v == "row" ? Kernel::kRow : v == "filter" ? Kernel::kFilter : v == "cluster" ? Kernel::kCluster : Kernel::kAuto;
+    return v == "row"       ? Kernel::kRow
+           : v == "filter"  ? Kernel::kFilter
+           : v == "cluster" ? Kernel::kCluster
+           : v == "stream"  ? Kernel::kStream
+                            : Kernel::kAuto;
   }();
   return k;
 }
@@ -737,6 +743,8 @@ Status run(const TopKParams& p, void*, size_t, Stream stream) {
   // the cluster kernel (each row spread over a cluster); the row kernel for sorted k > 2048.
   // Measured on the H200 (docs/performance.md). DSA_TOPK_KERNEL forces one where it applies.
   const Kernel forced = forced_kernel();
+  // The stream kernel (topk_stream.cu, each row read once): forced only, for now.
+  if (forced == Kernel::kStream && topk_detail::stream_takes(a)) return topk_detail::launch_stream(a, stream);
   const bool filter_ok = !a.sorted || a.k <= kTile;
   const bool cluster_ok = topk_detail::cluster_takes(a, dev.cc_major);
   const bool few_rows = a.rows * 4 < static_cast<int64_t>(dev.sm_count);

@@ -96,4 +96,10 @@ constexpr int64_t kClusterMaxSortedK = 2048;
 bool cluster_takes(const TopKArgs& a, int cc_major);
 Status launch_cluster(const TopKArgs& a, int sm_count, cudaStream_t stream);
 
+// The stream kernel (topk_stream.cu): each row read once, a running top k in shared memory. Takes
+// 1 ≤ k ≤ kStreamMaxK, sorted or unsorted; stream_takes() says so (launch_stream() assumes it).
+constexpr int64_t kStreamMaxK = 2048;
+bool stream_takes(const TopKArgs& a);
+Status launch_stream(const TopKArgs& a, cudaStream_t stream);
+
 }  // namespace dsa::cuda_backend::topk_detail
