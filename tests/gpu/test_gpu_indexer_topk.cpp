@@ -59,7 +59,8 @@ struct Case {
   IndexDomain domain = IndexDomain::kAbsolute;
   bool sorted = true;
   Pattern pattern = Pattern::kRandom;
-  bool want_stream = false;  // the case is meant for the streaming path: check that it is taken
+  int64_t invalid_every = 0;  // > 0: every invalid_every-th key gets k_scale NaN or −∞ (exact inputs)
+  bool want_stream = false;    // the case is meant for the streaming path: check that it is taken
   bool cpu_fused = true;     // also run the CPU fused reference (costly at long s_kv)
 };
 
@@ -85,6 +86,8 @@ struct Data {
   Mirror q, k, sc, w, ks, ke;
   std::vector<int32_t> ks_h, ke_h;
   std::vector<char> positive;  // kReluZeros: the keys built to score > 0
+  std::vector<char> invalid;   // keys whose k_scale is NaN or −∞ (scores NaN / −∞: not valid)
+  bool is_invalid(int64_t s) const { return !invalid.empty() && invalid[s]; }
 
   void put(Mirror& m, int64_t i, double x) {
     if (fp8)
@@ -357,42 +360,58 @@ Gen gen_for(const Case& cs) {
       default:
         break;
     }
+    // Invalid scores: k_scale NaN gives NaN, −∞ gives −∞ (X > 0), alternately; never selected.
+    if (c.invalid_every > 0) {
+      d.invalid.assign(c.s_kv, 0);
+      for (int64_t s = c.invalid_every / 2; s < c.s_kv; s += c.invalid_every) {
+        d.invalid[s] = 1;
+        sc[s] = (s / c.invalid_every) % 2 ? std::numeric_limits<float>::quiet_NaN() : -kInf;
+      }
+    }
   };
   return g;
 }
 
 // The property that makes an adversarial case adversarial, on the host:
 //   (1) the GPU's own logits `g` have the intended shape (otherwise the case tests nothing new),
-//       and at least one row is really adversarial (range longer than k; ReLU zeros: fewer than k
-//       positive scores; few values: the tie group of the k-th score straddles the cut);
-//   (2) the selection is the one the construction forces, derived from the construction alone:
-//       ascending → the last k_eff columns of the range (sorted: column descending); descending and
-//       all tied → the first k_eff (column ascending); ReLU zeros → every positive column, then the
-//       first zero columns (ascending, scores exactly 0). Few values: (2) is the exact host top-k.
+//       and at least one row is really adversarial (more than k valid keys; ReLU zeros: fewer than
+//       k positive scores; few values: the tie group of the k-th score straddles the cut);
+//   (2) the selection is the one the construction forces, derived from the construction alone
+//       (over the valid columns, those not made NaN / −∞ on purpose): ascending → the last k_eff
+//       (sorted: column descending); descending and all tied → the first k_eff (column
+//       ascending); ReLU zeros → every positive column, then the first zero columns (ascending,
+//       scores exactly 0). Few values: (2) is the exact host top-k in check_case.
 void check_pattern(const Data& dt, const std::vector<float>& g, const std::vector<int32_t>& idx,
                    const std::vector<float>& osc, const std::vector<int32_t>& keff) {
   const Case& c = dt.c;
   if (c.pattern == Pattern::kRandom) return;
   int64_t bad_shape = 0, bad_sel = 0, adversarial = 0, first_shape = -1, first_sel = -1;
   std::string why_shape, why_sel;
-  std::vector<int64_t> want, pos, zeros;
-  std::vector<float> distinct;
+  std::vector<int64_t> cols, want, pos, zeros;
+  std::vector<float> distinct, vals;
   for (int64_t t = 0; t < c.s_q; ++t) {
-    const int64_t a = dt.ks_h[t], b = dt.ke_h[t], len = std::max<int64_t>(0, b - a);
-    const int64_t n = std::min<int64_t>(c.topk, len), base = c.domain == IndexDomain::kRelative ? a : 0;
+    const int64_t a = dt.ks_h[t], b = dt.ke_h[t], base = c.domain == IndexDomain::kRelative ? a : 0;
     const float* row = &g[t * c.s_kv];
+    cols.clear();
+    for (int64_t s = a; s < b; ++s)
+      if (!dt.is_invalid(s)) cols.push_back(s);
+    const int64_t len = static_cast<int64_t>(cols.size()), n = std::min<int64_t>(c.topk, len);
     std::string es;
     // (1) The shape of the GPU logits.
-    for (int64_t s = a; s < b && es.empty(); ++s) {
-      const float v = row[s];
+    for (int64_t s = a; s < b && es.empty(); ++s)
+      if (dt.is_invalid(s) && !(std::isnan(row[s]) || row[s] == -kInf))
+        es = "column " + std::to_string(s) + " scores " + std::to_string(row[s]) + ", want NaN or -inf";
+    for (int64_t i = 0; i < len && es.empty(); ++i) {
+      const int64_t s = cols[i];
+      const float v = row[s], prev = i > 0 ? row[cols[i - 1]] : 0.f;
       if (c.pattern == Pattern::kReluZeros) {
         if (dt.positive[s] ? !(v > 0) : !(v == 0 && !std::signbit(v)))
           es = "column " + std::to_string(s) + " scores " + std::to_string(v) + (dt.positive[s] ? ", want > 0" : ", want +0");
       } else if (!(v > 0)) {
         es = "column " + std::to_string(s) + " scores " + std::to_string(v) + ", want > 0";
-      } else if (s > a && ((c.pattern == Pattern::kAscending && !(v > row[s - 1])) ||
-                           (c.pattern == Pattern::kDescending && !(v < row[s - 1])) ||
-                           (c.pattern == Pattern::kAllTied && !(v == row[s - 1])))) {
+      } else if (i > 0 && ((c.pattern == Pattern::kAscending && !(v > prev)) ||
+                           (c.pattern == Pattern::kDescending && !(v < prev)) ||
+                           (c.pattern == Pattern::kAllTied && !(v == prev)))) {
         es = "column " + std::to_string(s) + " breaks the intended order";
       }
     }
@@ -400,20 +419,21 @@ void check_pattern(const Data& dt, const std::vector<float>& g, const std::vecto
     pos.clear();
     zeros.clear();
     if (c.pattern == Pattern::kReluZeros) {
-      for (int64_t s = a; s < b; ++s) (dt.positive[s] ? pos : zeros).push_back(s);
+      for (int64_t s : cols) (dt.positive[s] ? pos : zeros).push_back(s);
       npos = static_cast<int64_t>(pos.size());
       adversarial += npos < c.topk && len > c.topk;
     } else if (c.pattern == Pattern::kFewValues) {
       distinct.clear();
-      for (int64_t s = a; s < b && distinct.size() <= 12; ++s)
-        if (std::find(distinct.begin(), distinct.end(), row[s]) == distinct.end()) distinct.push_back(row[s]);
+      for (size_t i = 0; i < cols.size() && distinct.size() <= 12; ++i)
+        if (std::find(distinct.begin(), distinct.end(), row[cols[i]]) == distinct.end()) distinct.push_back(row[cols[i]]);
       if (distinct.size() > 12 && es.empty()) es = "more than 12 distinct scores";
       if (n > 0 && len > n) {
-        std::vector<float> vals(row + a, row + b);
+        vals.clear();
+        for (int64_t s : cols) vals.push_back(row[s]);
         std::nth_element(vals.begin(), vals.begin() + (n - 1), vals.end(), std::greater<float>());
         const float kth = vals[n - 1];
-        const int64_t gt = std::count_if(row + a, row + b, [&](float v) { return v > kth; });
-        const int64_t eq = std::count(row + a, row + b, kth);
+        const int64_t gt = std::count_if(vals.begin(), vals.end(), [&](float v) { return v > kth; });
+        const int64_t eq = std::count(vals.begin(), vals.end(), kth);
         adversarial += gt < n && gt + eq > n;
       }
     } else {
@@ -429,33 +449,31 @@ void check_pattern(const Data& dt, const std::vector<float>& g, const std::vecto
     const int32_t* sel = &idx[t * c.topk];
     want.clear();
     if (c.pattern == Pattern::kAscending) {
-      for (int64_t i = 0; i < n; ++i) want.push_back(c.sorted ? b - 1 - i : b - n + i);
+      for (int64_t i = 0; i < n; ++i) want.push_back(c.sorted ? cols[len - 1 - i] : cols[len - n + i]);
     } else if (c.pattern == Pattern::kDescending || c.pattern == Pattern::kAllTied) {
-      for (int64_t i = 0; i < n; ++i) want.push_back(a + i);
-    } else if (c.pattern == Pattern::kReluZeros) {
+      for (int64_t i = 0; i < n; ++i) want.push_back(cols[i]);
+    } else if (c.pattern == Pattern::kReluZeros && err.empty()) {
+      std::vector<int64_t> got;
+      for (int64_t i = 0; i < n; ++i) got.push_back(static_cast<int64_t>(sel[i]) + base);
       if (npos >= n) {  // the cut falls among the positive scores: at least all selected are positive
-        for (int64_t i = 0; i < n && err.empty(); ++i) {
-          const int64_t col = static_cast<int64_t>(sel[i]) + base;
-          if (col < a || col >= b || !dt.positive[col]) err = "slot " + std::to_string(i) + " is not a positive column";
+        for (int64_t i = 0; i < n && err.empty(); ++i)
+          if (got[i] < a || got[i] >= b || !dt.positive[got[i]]) err = "slot " + std::to_string(i) + " is not a positive column";
+      } else if (c.sorted) {
+        // All positives first (their order is the exact host top-k's business), then the first
+        // n − npos zero columns in column order, with score 0.
+        std::sort(got.begin(), got.begin() + npos);
+        if (!std::equal(pos.begin(), pos.end(), got.begin())) err = "the first npos slots are not the positive columns";
+        for (int64_t i = npos; i < n && err.empty(); ++i) {
+          if (got[i] != zeros[i - npos])
+            err = "slot " + std::to_string(i) + " is not the next zero column";
+          else if (!(osc[t * c.topk + i] == 0))
+            err = "slot " + std::to_string(i) + " score is not 0";
         }
       } else {
-        // All positives, then the first n − npos zero columns; sorted: positives first (in score
-        // order, checked by the exact host top-k), then the zeros in column order.
-        std::vector<int64_t> got;
-        for (int64_t i = 0; i < n; ++i) got.push_back(static_cast<int64_t>(sel[i]) + base);
         std::vector<int64_t> expect(pos);
         expect.insert(expect.end(), zeros.begin(), zeros.begin() + (n - npos));
-        if (c.sorted) {
-          std::sort(got.begin(), got.begin() + npos);
-          if (!std::equal(pos.begin(), pos.end(), got.begin())) err = "the first npos slots are not the positive columns";
-          for (int64_t i = npos; i < n && err.empty(); ++i) {
-            if (got[i] != zeros[i - npos]) err = "slot " + std::to_string(i) + " is not the next zero column";
-            else if (!(osc[t * c.topk + i] == 0)) err = "slot " + std::to_string(i) + " score is not 0";
-          }
-        } else {
-          std::sort(expect.begin(), expect.end());
-          if (got != expect) err = "the set is not the positives plus the first zeros in column order";
-        }
+        std::sort(expect.begin(), expect.end());
+        if (got != expect) err = "the set is not the positives plus the first zeros in column order";
       }
     }
     for (size_t i = 0; i < want.size() && err.empty(); ++i)
@@ -586,7 +604,9 @@ void check_case(const Case& c, test::Rng& rng) {
     int64_t diffs = 0, first = -1;
     for (int64_t t = 0; t < c.s_q; ++t)
       for (int64_t s = dt.ks_h[t]; s < dt.ke_h[t]; ++s)
-        if (std::memcmp(&g[t * c.s_kv + s], &r[t * c.s_kv + s], 4) != 0 && diffs++ == 0) first = t * c.s_kv + s;
+        if (std::memcmp(&g[t * c.s_kv + s], &r[t * c.s_kv + s], 4) != 0 &&
+            !(std::isnan(g[t * c.s_kv + s]) && std::isnan(r[t * c.s_kv + s])) && diffs++ == 0)  // NaN payloads may differ
+          first = t * c.s_kv + s;
     INFO(diffs << " GPU logits differ from the CPU ones on exact inputs; first at flat index " << first
                << " (the construction is not exact on this GPU: fix the inputs, not the top-k)");
     CHECK(diffs == 0);
@@ -724,7 +744,11 @@ TEST_CASE("gpu indexer_topk: adversarial score orders and ties (streaming path)"
     c.sorted = sorted;
     c.domain = dom;
     c.want_stream = true;
-    c.cpu_fused = false;  // its logits are the CPU logits checked below; only the GEMM time would double
+    c.cpu_fused = false;  // = CPU logits + CPU top-k (tests/cpu); here it would only double the GEMM time
+    return c;
+  };
+  auto with_invalid = [](Case c, int64_t every) {
+    c.invalid_every = every;
     return c;
   };
   const IndexDomain rel = IndexDomain::kRelative;
@@ -749,6 +773,17 @@ TEST_CASE("gpu indexer_topk: adversarial score orders and ties (streaming path)"
       // e. ≤ 12 distinct scores: the k-th place inside a tie group of hundreds or thousands.
       mk("few values, random, sorted", Pattern::kFewValues, 16, 65536, 2048, Ranges::kRandom, true),
       mk("few values, random, unsorted, relative", Pattern::kFewValues, 16, 65536, 2048, Ranges::kRandom, false, rel),
+      // Invalid scores (NaN, −∞) among the adversarial ones: never admitted, k_eff counts only
+      // the valid keys.
+      with_invalid(mk("ascending, NaN/-inf keys 1 in 7, causal, sorted", Pattern::kAscending, 8, 40000, 2048,
+                      Ranges::kCausal, true),
+                   7),
+      with_invalid(mk("all tied, NaN/-inf keys 1 in 5, random, unsorted, relative", Pattern::kAllTied, 16, 20000,
+                      2048, Ranges::kRandom, false, rel),
+                   5),
+      with_invalid(mk("relu zeros, NaN/-inf keys 1 in 3, mixed ranges, sorted", Pattern::kReluZeros, 13, 12289, 2047,
+                      Ranges::kMixed, true),
+                   3),
       // f. Shapes: s_q not a multiple of 4 (a CTA's last rows absent), empty ranges, ranges shorter
       //    than / equal to / one longer than k, k = 1 and 2047, starts off multiples of 64,
       //    s_kv = 64·m + 1, both domains and orders; random data and adversarial patterns.
