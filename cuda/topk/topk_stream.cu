@@ -9,26 +9,32 @@
 //
 // Per row, in steps of kStepVecs 16-byte groups (kVecs per thread, group v = step base + u·512 +
 // thread: each load instruction of a warp reads 512 contiguous bytes):
-//   1. each thread tests its 4·kVecs entries against the threshold (rank of the k-th best seen so
-//      far, kNoThreshold before the first compaction) — rank_of(key, column) > threshold admits
-//      only valid entries;
-//   2. a warp scan and one block barrier give every admitted entry its slot (no atomics); if the
-//      step would overflow the buffer (count + admitted > kCap), compact() keeps exactly the k best
-//      of the buffer first, the step is re-tested against the new threshold and re-scanned. The
-//      step then fits: the overflow needs count > kCap − kStepEntries ≥ k, and after compaction
-//      k + kStepEntries ≤ kCap;
-//   3. at the end, compact() to exactly k if more are held (k_eff = min(k, count): a row that
-//      never compacted admitted every valid entry), sort_and_write() orders them and writes the
-//      indices in the requested domain and the scores; then −1 / −∞ padding and k_eff.
-// Every step depends on the set of entries only, never on slot order: deterministic (D11).
+//   1. if the buffer could not take a whole step (count > kCap − kStepEntries, block-uniform),
+//      compact() keeps exactly the k best of it and returns the new threshold: the rank of the
+//      k-th best entry seen so far (kNoThreshold before the first compaction). count > k there,
+//      and k + kStepEntries ≤ kCap after;
+//   2. each thread tests its 4·kVecs entries: rank_of(key, column) > threshold admits only valid
+//      entries that can still be in the top k;
+//   3. a warp scan of four packed counts (one per load of the thread) and one block barrier give
+//      every admitted entry its slot IN COLUMN ORDER (no atomics): the buffer is always in column
+//      order, and compact() keeps it so;
+//   4. at the end, compact() to exactly k if more are held (k_eff = min(k, count): a row that
+//      never compacted admitted every valid entry). Unsorted (the reference's order, ascending
+//      column): the buffer is written as it is. Sorted: a stable block radix sort of the keys
+//      (descending, only the bits where they differ; ties stay in column order), the buffer slot
+//      as the value. Then −1 / −∞ padding and k_eff.
+// Every step depends on the set of entries only (slots follow columns): deterministic (D11).
 //
-// Cost. Random rows: the first compaction at ~2·kStepEntries entries, then ~k·ln(n/kStep)
-// admissions over the rest of the row (128K: ~4.3K), so one mid-row compaction and a final one.
-// Worst case, scores ascending along the row: every entry is admitted, one compaction per step
-// over ≤ k + 2·kStepEntries entries — linear in the row, about 4–5× the load time (not quadratic).
+// Cost. Random rows: the first compaction after the first step, then ~k·ln(n/kStepEntries)
+// admissions over the rest of the row (128K: ~4.3K), about 3 compactions of ≤ 6K entries before
+// the final one. Worst case, scores ascending along the row: every entry is admitted, one
+// compaction per step of ≤ k + kStepEntries entries — linear in the row, not quadratic; a
+// compaction is a few 8-bit radix passes over the buffer in shared memory.
 //
-// Taken when 1 ≤ k ≤ kStreamMaxK (sorted or unsorted: the final block sort holds 2048 entries);
+// Taken when 1 ≤ k ≤ kStreamMaxK (sorted or unsorted: the final sort holds 2048 entries);
 // DSA_TOPK_KERNEL=stream forces it (topk.cu's dispatch).
+#include <cub/block/block_radix_sort.cuh>
+
 #include <string>
 
 #include "topk/topk_shared.cuh"
@@ -50,42 +56,49 @@ constexpr int kCap = 13824;                              // candidate buffer ent
 static_assert(kCap - kStepEntries >= kStreamMaxK, "a step always fits after a compaction");
 static_assert(kSortItems * kThreads == kStreamMaxK, "the final sort holds k entries");
 
-using Sort = topk_stream::RowSort<kThreads, kSortItems>;
-// The final sort's storage aliases the buffer (sort_and_write reads the buffer before it sorts).
-static_assert(sizeof(typename Sort::TempStorage) <= kCap * sizeof(float), "sort storage fits the buffer");
+// The final sort: the keys of the k_eff ≤ 2048 survivors, descending and stable, their buffer
+// slots as values. Its storage lies in the buffer's score array past slot kStreamMaxK (the
+// survivors occupy [0, k_eff) after the final compaction).
+using Sort = cub::BlockRadixSort<uint32_t, kThreads, kSortItems, int32_t>;
+static_assert(sizeof(typename Sort::TempStorage) + 16 <= (kCap - kStreamMaxK) * sizeof(float),
+              "sort storage fits the buffer's free part");
 constexpr size_t kDynSmem = 2 * kCap * sizeof(uint32_t);  // scores, then columns
 
-// The row's 16-byte groups (as topk.cu's RowGroups): they tile [vs, ke), vs = ks aligned down to
-// 16 bytes; entries outside [ks, ke) read as NaN (key 0, never admitted).
+// The row's 16-byte groups (as topk.cu's RowGroups, in coordinates relative to vs): they tile
+// [vs, ke), vs = ks aligned down to 16 bytes; entries outside [ks, ke) read as NaN (key 0, never
+// admitted). Group v holds row columns vs + 4v … vs + 4v + 3.
 struct Groups {
-  const float* row_abs;  // the row's column 0
-  int64_t ks, ke, vs;
+  const float* p;  // the row's column vs (16-byte aligned)
+  int64_t hi;      // ke − vs
+  int lo;          // ks − vs, 0…3
   int nvec;
 
-  __device__ Groups(const TopKArgs& a, int64_t r, int64_t ks_, int64_t ke_)
-      : row_abs(a.scores + r * a.sc_s0), ks(ks_), ke(ke_) {
-    vs = ks - static_cast<int64_t>((reinterpret_cast<uintptr_t>(row_abs + ks) >> 2) & 3u);
-    nvec = static_cast<int>((ke - vs + 3) / 4);
+  __device__ Groups(const TopKArgs& a, int64_t r, int64_t ks, int64_t ke) {
+    const float* row_abs = a.scores + r * a.sc_s0;
+    lo = static_cast<int>((reinterpret_cast<uintptr_t>(row_abs + ks) >> 2) & 3u);
+    p = row_abs + ks - lo;
+    hi = ke - ks + lo;
+    nvec = static_cast<int>((hi + 3) / 4);
   }
   __device__ __forceinline__ void load(int v, float f[4]) const {
-    const int64_t g = vs + 4 * static_cast<int64_t>(v);
-    if (v < nvec && g >= ks && g + 4 <= ke) {
-      const float4 x = __ldcs(reinterpret_cast<const float4*>(row_abs + g));
+    const int64_t g = 4 * static_cast<int64_t>(v);
+    if (v < nvec && g >= lo && g + 4 <= hi) {
+      const float4 x = __ldcs(reinterpret_cast<const float4*>(p + g));
       f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
     } else {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        f[i] = (v < nvec && g + i >= ks && g + i < ke) ? row_abs[g + i] : __int_as_float(0x7fffffff);
+        f[i] = (v < nvec && g + i >= lo && g + i < hi) ? p[g + i] : __int_as_float(0x7fffffff);
     }
   }
   // A step's kVecs groups of this thread: v0, v0 + kThreads, ... Steps inside the row (all but
   // the first and the last; block-uniform test) take unconditional 16-byte loads.
   __device__ __forceinline__ void load_step(int base, int v0, float (&f)[kVecs][4]) const {
-    if (vs + 4 * static_cast<int64_t>(base) >= ks && vs + 4 * static_cast<int64_t>(base + kStepVecs) <= ke) {
-      const float4* p = reinterpret_cast<const float4*>(row_abs + vs) + v0;
+    if (4 * base >= lo && 4 * static_cast<int64_t>(base + kStepVecs) <= hi) {
+      const float4* q = reinterpret_cast<const float4*>(p) + v0;
 #pragma unroll
       for (int u = 0; u < kVecs; ++u) {
-        const float4 x = __ldcs(p + u * kThreads);
+        const float4 x = __ldcs(q + u * kThreads);
         f[u][0] = x.x, f[u][1] = x.y, f[u][2] = x.z, f[u][3] = x.w;
       }
     } else {
@@ -93,15 +106,17 @@ struct Groups {
       for (int u = 0; u < kVecs; ++u) load(v0 + u * kThreads, f[u]);
     }
   }
-  // Column of entry i of group v, relative to ks (entries outside the range are never admitted).
+  // Column of entry i of group v, relative to ks (32-bit wrap-around arithmetic: exact for every
+  // entry of the range, whose columns are < 2^31; the others are never admitted).
   __device__ __forceinline__ int32_t col(int v, int i) const {
-    return static_cast<int32_t>(vs + 4 * static_cast<int64_t>(v) + i - ks);
+    return static_cast<int32_t>(4u * static_cast<uint32_t>(v) + static_cast<uint32_t>(i - lo));
   }
 };
 
 struct StreamSmem {
   topk_stream::Scratch scratch;
-  int warp_cnt[2][kWarps];
+  unsigned long long warp_cnt[2][kWarps];  // per warp: four 16-bit admitted counts, one per load
+  unsigned kmin, kmax;                     // the survivors' key range (the sort's bits)
 };
 
 // Bit 4u + i: entry i of this thread's group v0 + u·kThreads passes the threshold thr, i.e.
@@ -124,29 +139,47 @@ __device__ __forceinline__ unsigned admit_mask(const Groups& g, int v0, const fl
   return m;
 }
 
-// Block-wide slots of the admitted entries: this thread's first slot offset (`before`, in buffer
-// order: warp-major, lanes in order) and the block's total. One barrier; parity alternates the
-// per-warp count words so consecutive calls need no second barrier.
-__device__ __forceinline__ void block_slots(int cnt, StreamSmem& ss, int& parity, int* before, int* total) {
+// Column-order slots of a step's admitted entries (bit 4u + i of m: entry i of load u). Entry
+// (u, warp, lane, i) precedes in column order every entry of a later load u, then of a later warp,
+// lane, i. A warp scan of four 8-bit counts (≤ 128 per warp each) and one barrier give, per load u,
+// this thread's first slot (relative to the step's first) in first[u], and the step's total.
+// Parity alternates the per-warp words so that consecutive calls need no second barrier.
+__device__ __forceinline__ int step_slots(unsigned m, StreamSmem& ss, int& parity, int (&first)[kVecs]) {
+  static_assert(kVecs == 4, "four 8-bit / 16-bit count fields");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int incl = cnt;
+  uint32_t mine = 0u;
+#pragma unroll
+  for (int u = 0; u < kVecs; ++u) mine |= static_cast<uint32_t>(__popc((m >> (4 * u)) & 15u)) << (8 * u);
+  uint32_t incl = mine;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const int t = __shfl_up_sync(0xffffffffu, incl, o);
+    const uint32_t t = __shfl_up_sync(0xffffffffu, incl, o);
     if (lane >= o) incl += t;
   }
-  if (lane == 31) ss.warp_cnt[parity][warp] = incl;
+  if (lane == 31) {
+    // Widen to 16-bit fields: a block's count per load reaches 2048.
+    unsigned long long w = 0ull;
+#pragma unroll
+    for (int u = 0; u < kVecs; ++u) w |= static_cast<unsigned long long>((incl >> (8 * u)) & 255u) << (16 * u);
+    ss.warp_cnt[parity][warp] = w;
+  }
   __syncthreads();
-  int b = 0, s = 0;
+  unsigned long long before = 0ull, total = 0ull;
 #pragma unroll
   for (int w = 0; w < kWarps; ++w) {
-    const int c = ss.warp_cnt[parity][w];
-    b += w < warp ? c : 0;
-    s += c;
+    const unsigned long long c = ss.warp_cnt[parity][w];
+    before += w < warp ? c : 0ull;
+    total += c;
   }
-  *before = b + incl - cnt;
-  *total = s;
   parity ^= 1;
+  const uint32_t excl = incl - mine;
+  int run = 0;
+#pragma unroll
+  for (int u = 0; u < kVecs; ++u) {
+    first[u] = run + static_cast<int>((before >> (16 * u)) & 0xffffu) + static_cast<int>((excl >> (8 * u)) & 255u);
+    run += static_cast<int>((total >> (16 * u)) & 0xffffu);
+  }
+  return run;
 }
 
 // compact() out of line: the streaming loop keeps the next step's loads in registers across it,
@@ -161,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
   extern __shared__ __align__(16) uint32_t stream_mem[];
   float* const sc = reinterpret_cast<float*>(stream_mem);
   int32_t* const cc = reinterpret_cast<int32_t*>(stream_mem + kCap);
-  auto& temp = *reinterpret_cast<typename Sort::TempStorage*>(stream_mem);
+  auto& temp = *reinterpret_cast<typename Sort::TempStorage*>(stream_mem + kStreamMaxK);
   const int tid = threadIdx.x;
   const int k = static_cast<int>(a.k);  // 1 ≤ k ≤ kStreamMaxK (stream_takes)
   int parity = 0;
@@ -186,12 +219,12 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
       // The next step's loads fly while this one is filtered (past the end they read nothing).
       g.load_step(base + kStepVecs, v0 + kStepVecs, nxt);
       const unsigned m = admit_mask(g, v0, cur, thr);
-      int before, total;
-      block_slots(__popc(m), ss, parity, &before, &total);
+      int first[kVecs];
+      const int total = step_slots(m, ss, parity, first);
       if (m) {
-        int pos = count + before;
 #pragma unroll
-        for (int u = 0; u < kVecs; ++u)
+        for (int u = 0; u < kVecs; ++u) {
+          int pos = count + first[u];
 #pragma unroll
           for (int i = 0; i < 4; ++i)
             if (m >> (4 * u + i) & 1u) {
@@ -199,6 +232,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
               cc[pos] = g.col(v0 + u * kThreads, i);
               ++pos;
             }
+        }
       }
       count += total;
 #pragma unroll
@@ -207,20 +241,47 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
         for (int i = 0; i < 4; ++i) cur[u][i] = nxt[u][i];
     }
     if (count > k) {
-      compact_buffer(sc, cc, count, k, ss.scratch);  // barriers inside
+      compact_buffer(sc, cc, count, k, ss.scratch);  // barriers inside; column order kept
       count = k;
     }
-    const int n = static_cast<int>(ke - ks);
-    const int col_bits = n > 1 ? 32 - __clz(n - 1) : 1;
-    if (count > 0) {
-      topk_stream::sort_and_write<kThreads, kSortItems>(sc, cc, count, a.sorted, col_bits, temp, ss.scratch,
-                                                         [&](int pos, int32_t c, float v) {
-                                                           a.idx[r * a.idx_s0 + pos] = to_domain(a, r, ks, c);
-                                                           if (a.osc) a.osc[r * a.osc_s0 + pos] = v;
-                                                         });
+    // The k_eff = count survivors, in column order in [0, count).
+    int32_t* const idx = a.idx + r * a.idx_s0;
+    float* const osc = a.osc ? a.osc + r * a.osc_s0 : nullptr;
+    if (tid == 0) ss.kmin = 0xffffffffu, ss.kmax = 0u;
+    __syncthreads();  // the last step's entries landed; the key range is reset
+    if (!a.sorted) {
+      for (int j = tid; j < count; j += kThreads) {
+        idx[j] = to_domain(a, r, ks, cc[j]);
+        if (osc) osc[j] = sc[j];
+      }
+    } else if (count > 0) {
+      uint32_t key[kSortItems];
+      int32_t slot[kSortItems];
+      uint32_t lo = 0xffffffffu, hi = 0u;
+#pragma unroll
+      for (int i = 0; i < kSortItems; ++i) {
+        const int j = tid * kSortItems + i;  // blocked: the sort is stable in this order
+        key[i] = j < count ? topk_stream::score_key(sc[j]) : 0u;  // padding: key 0, sorts last
+        slot[i] = j;
+        if (j < count) lo = key[i] < lo ? key[i] : lo, hi = key[i] > hi ? key[i] : hi;
+      }
+      if (lo != 0xffffffffu) atomicMin(&ss.kmin, lo);
+      if (hi != 0u) atomicMax(&ss.kmax, hi);
+      __syncthreads();
+      // Every survivor's key lies in [kmin, kmax]: they share the bits above the highest one where
+      // kmin and kmax differ, so the sort needs only the bits below it.
+      Sort(temp).SortDescendingBlockedToStriped(key, slot, 0, sort_end_bit(ss.kmin, ss.kmax));
+#pragma unroll
+      for (int i = 0; i < kSortItems; ++i) {
+        const int pos = i * kThreads + tid;
+        if (pos < count) {
+          idx[pos] = to_domain(a, r, ks, cc[slot[i]]);
+          if (osc) osc[pos] = sc[slot[i]];
+        }
+      }
     }
     write_padding<kThreads>(a, r, static_cast<int64_t>(count));
-    __syncthreads();  // the sort storage (the buffer) and the scratch serve the next row
+    __syncthreads();  // the buffer, the sort storage and the key range serve the next row
   }
 }
 

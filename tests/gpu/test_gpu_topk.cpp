@@ -382,6 +382,70 @@ TEST_CASE("gpu topk: rows past the cluster kernel's 753K limit (the filter kerne
   check_case(c);
 }
 
+TEST_CASE("gpu topk: 128K rows that stress a running threshold (ascending, plateaus across the cut, ragged)", "[gpu][topk]") {
+  // The stream kernel (DSA_TOPK_KERNEL=stream) admits entries against the k-th best seen so far
+  // and compacts its buffer when it runs full: ascending rows admit everything (a compaction per
+  // step), plateaus put the cut among equal keys (ties by column), short and ragged rows never
+  // compact, odd starts and a padded stride leave the rows unaligned. The other kernels see the
+  // same rows.
+  test::Rng rng(0xB00C);
+  TopKCase c = base("stream-stress", 12, 131072, 2048, 3);
+  c.ks.assign(c.rows, 0);
+  c.ke.assign(c.rows, static_cast<int32_t>(c.cols));
+  for (int64_t r = 0; r < c.rows; ++r) {
+    float* row = c.scores.data() + r * c.stride;
+    for (int64_t i = 0; i < c.cols; ++i) {
+      const float x = static_cast<float>(i);
+      float v = 0.0f;
+      switch (r) {
+        case 0: v = x * 1e-3f; break;                                                 // ascending
+        case 1: v = -x; break;                                                        // descending
+        case 2: v = static_cast<float>(i / 37); break;                               // ascending runs of ties
+        case 3: {                                                                      // 1.0 plateau holds the cut
+          const int64_t u = rng.integer(0, 999);
+          v = u < 8 ? 1.0f + static_cast<float>(rng.uniform()) : u < 800 ? 1.0f : static_cast<float>(rng.uniform());
+          break;
+        }
+        case 4: {                                                                      // ±0 plateau, few positives
+          const int64_t u = rng.integer(0, 999);
+          v = u < 5 ? static_cast<float>(rng.uniform(0.1, 2.0)) : u < 50 ? std::numeric_limits<float>::quiet_NaN()
+                                                                : (rng.integer(0, 1) ? 0.0f : -0.0f);
+          break;
+        }
+        case 5: v = static_cast<float>(rng.normal()); break;                          // shorter than k (ke below)
+        case 6: v = static_cast<float>(rng.normal()); break;                          // ragged, odd start
+        case 7: v = static_cast<float>(i % 9000) + static_cast<float>(i / 9000) * 0.5f; break;  // ascending sawtooth
+        case 8: {                                                                      // mostly invalid
+          const int64_t u = rng.integer(0, 999);
+          v = u < 3 ? static_cast<float>(rng.normal()) : u < 500 ? -kInf : std::numeric_limits<float>::quiet_NaN();
+          break;
+        }
+        case 9: v = std::ldexp(1.0f, static_cast<int>(i % 200) - 100); break;          // exponents only, repeated
+        case 10: v = rng.integer(0, 40) == 0 ? kInf : static_cast<float>(rng.normal()); break;  // +inf plateau > k
+        default: v = static_cast<float>(i / 4096) - static_cast<float>(rng.uniform()) * 0.25f; break;  // rising blocks
+      }
+      row[i] = v;
+    }
+  }
+  c.ks[5] = 777;
+  c.ke[5] = 777 + 1500;  // 1500 < k entries
+  c.ks[6] = 12345;       // not a multiple of 4
+  c.ke[6] = static_cast<int32_t>(c.cols - 7);
+  c.ks[7] = 1;
+  c.ks[11] = 2;
+  c.ke[11] = static_cast<int32_t>(c.cols - 1);
+  check_case(c);
+  c.sorted = false;
+  check_case(c);
+  c.k = 1;
+  c.domain = IndexDomain::kRelative;
+  check_case(c);
+  c.k = 2047;
+  c.sorted = true;
+  c.with_scores = false;
+  check_case(c);
+}
+
 TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise", "[gpu][topk][graph]") {
   test::Rng rng(0xB007);
   const int64_t rows = 16, cols = 9000, k = 2048;
