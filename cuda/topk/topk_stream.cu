@@ -94,7 +94,7 @@ struct Groups {
   // A step's kVecs groups of this thread: v0, v0 + kThreads, ... Steps inside the row (all but
   // the first and the last; block-uniform test) take unconditional 16-byte loads.
   __device__ __forceinline__ void load_step(int base, int v0, float (&f)[kVecs][4]) const {
-    if (4 * base >= lo && 4 * static_cast<int64_t>(base + kStepVecs) <= hi) {
+    if (4 * static_cast<int64_t>(base) >= lo && 4 * static_cast<int64_t>(base + kStepVecs) <= hi) {
       const float4* q = reinterpret_cast<const float4*>(p) + v0;
 #pragma unroll
       for (int u = 0; u < kVecs; ++u) {
@@ -119,22 +119,37 @@ struct StreamSmem {
   unsigned kmin, kmax;                     // the survivors' key range (the sort's bits)
 };
 
-// Bit 4u + i: entry i of this thread's group v0 + u·kThreads passes the threshold thr, i.e.
-// rank_of(key, column) > thr, split into 32-bit halves: key > tk, or key == tk and column < tcol
-// (unsigned). kNoThreshold gives tk = 0, tcol = 0: every valid key and no invalid one.
+// The admission test in the float domain: rank_of(key, column) > thr ⇔ key > tk, or key == tk
+// and column < tcol (unsigned), where tk = thr >> 32 and tcol = 2^32 − 1 − (thr & (2^32 − 1)).
+// For valid scores, key order is float order (±0 tie as they compare equal), so with tf the
+// float of key tk: key > tk ⇔ f > tf and key == tk ⇔ f == tf; NaN compares false. kNoThreshold
+// gives tf = −∞ and tcol = 0: every valid score passes, −∞ and NaN do not. (Exact as long as
+// subnormals are kept — no -ftz / --use_fast_math for this file; the CMake build keeps them.)
+struct Threshold {
+  float tf;
+  uint32_t tcol;
+  __device__ explicit Threshold(unsigned long long thr) {
+    const uint32_t tk = static_cast<uint32_t>(thr >> 32);
+    tcol = 0xffffffffu - static_cast<uint32_t>(thr & 0xffffffffu);
+    // score_key inverted (tk ≥ 0x00800000 after a compaction; 0 only for kNoThreshold).
+    tf = tk == 0u ? __int_as_float(static_cast<int>(0xff800000u))
+                  : __uint_as_float((tk & 0x80000000u) ? (tk & 0x7fffffffu) : ~tk);
+  }
+};
+
+// Bit 4u + i: entry i of this thread's group v0 + u·kThreads passes the threshold.
 __device__ __forceinline__ unsigned admit_mask(const Groups& g, int v0, const float (&f)[kVecs][4],
-                                               unsigned long long thr) {
-  const uint32_t tk = static_cast<uint32_t>(thr >> 32);
-  const uint32_t tcol = 0xffffffffu - static_cast<uint32_t>(thr & 0xffffffffu);
+                                               const Threshold& t) {
   const uint32_t c0 = static_cast<uint32_t>(g.col(v0, 0));
   unsigned m = 0u;
 #pragma unroll
   for (int u = 0; u < kVecs; ++u)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t key = topk_stream::score_key(f[u][i]);
+      const float x = f[u][i];
       const uint32_t c = c0 + static_cast<uint32_t>(4 * u * kThreads + i);
-      m |= (key > tk || (key == tk && c < tcol) ? 1u : 0u) << (4 * u + i);
+      const bool pass = (x > t.tf) | ((x == t.tf) & (c < t.tcol));  // no short circuit: no branches
+      m |= static_cast<unsigned>(pass) << (4 * u + i);
     }
   return m;
 }
@@ -204,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
     row_range(a, r, &ks, &ke);
     const Groups g(a, r, ks, ke);
 
-    unsigned long long thr = kNoThreshold;
+    Threshold thr(kNoThreshold);
     int count = 0;  // entries in the buffer (block-uniform: every thread sums the same warp counts)
     float cur[kVecs][4], nxt[kVecs][4];
     g.load_step(0, tid, cur);
@@ -213,7 +228,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
       // Room for a whole step first (uniform). Here, before the next step's loads are issued, only
       // this step's groups are live across the compaction. count > kCap − kStepEntries ≥ k.
       if (count > kCap - kStepEntries) {
-        thr = compact_buffer(sc, cc, count, k, ss.scratch);
+        thr = Threshold(compact_buffer(sc, cc, count, k, ss.scratch));
         count = k;
       }
       // The next step's loads fly while this one is filtered (past the end they read nothing).
