@@ -88,14 +88,14 @@ constexpr int kCandColOff = kCandScOff + kT * kCand * 4;                  // int
 constexpr int kSelStateOff = kCandColOff + kT * kCand * 4;                // SelectState
 struct SelectState {
   topk_stream::Scratch scratch;
-  unsigned long long threshold[kT];  // rank of the k-th best so far (topk_stream::rank_of)
+  topk_stream::Threshold threshold[kT];  // what an entry must beat to enter (≤ the k-th best so far)
   int count[kT];                     // entries in each token's buffer
   int request;                       // a group asked for a compaction round (see the loop)
-  int want[2][2];                    // [group][issue parity]: a group's look at the counts
 };
 constexpr int kSelSmemBytes = kSelStateOff + static_cast<int>(sizeof(SelectState)) + 128;
-// The final sort reuses the rings (idle by then).
-using FinalSort = topk_stream::RowSort<kThreads, 8>;
+// The final sort reuses the rings (idle by then): up to 256 × 9 survivors, the k best among them.
+constexpr int kFinalItems = 9;
+using FinalSort = topk_stream::RowSort<kThreads, kFinalItems>;
 static_assert(sizeof(FinalSort::TempStorage) <= 2 * kStages * kStageBytes, "final sort storage fits the rings");
 static_assert(kCompactAbove >= kIndexerTopKStreamMaxK + 8 * kTileKeys, "room between compactions");
 
@@ -131,24 +131,32 @@ __device__ __forceinline__ void select_finish(const WgmmaLogitsArgs& a, const Wg
     if (row >= a.rows) break;
     float* const sc = cand_sc + t * kCand;
     int32_t* const cc = cand_col + t * kCand;
+    // Sorted: the survivors (shrunk to what one sort holds) sorted whole, ranks [0, k) written —
+    // the k best, since every shrink keeps them. Unsorted (column order): exactly the k best first.
     int n = ss->count[t];
-    if (n > sel.k) {
+    constexpr int kSortCap = kThreads * kFinalItems;
+    if (sel.sorted && n > kSortCap)
+      (void)topk_stream::shrink<kThreads>(sc, cc, &n, sel.k, kSortCap, ss->scratch);
+    if (!sel.sorted && n > sel.k) {
       topk_stream::compact<kThreads>(sc, cc, n, sel.k, ss->scratch);
       n = sel.k;
     }
+    const int n_out = n < sel.k ? n : sel.k;
     const int32_t base = sel.relative ? lo_s[t] : 0;
     int32_t* const idx = sel.idx + row * sel.idx_s0;
     float* const osc = sel.osc ? sel.osc + row * sel.osc_s0 : nullptr;
-    topk_stream::sort_and_write<kThreads, 8>(sc, cc, n, sel.sorted, col_bits, temp, ss->scratch,
-                                             [&](int pos, int32_t c, float v) {
-                                               idx[pos] = c - base;
-                                               if (osc) osc[pos] = v;
-                                             });
-    for (int pos = n + tid; pos < sel.k; pos += kThreads) {
+    topk_stream::sort_and_write<kThreads, kFinalItems>(
+        sc, cc, n, sel.sorted, col_bits, temp, ss->scratch,
+        [&](int pos, int32_t c, float v) {
+          idx[pos] = c - base;
+          if (osc) osc[pos] = v;
+        },
+        n_out);
+    for (int pos = n_out + tid; pos < sel.k; pos += kThreads) {
       idx[pos] = -1;
       if (osc) osc[pos] = neg_inf();
     }
-    if (sel.keff && tid == 0) sel.keff[row * sel.keff_s0] = n;
+    if (sel.keff && tid == 0) sel.keff[row * sel.keff_s0] = n_out;
     __syncthreads();  // the sort storage and the scratch serve the next token
   }
 }
@@ -190,7 +198,7 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
   int32_t* const cand_col = reinterpret_cast<int32_t*>(smem + kCandColOff);
   if constexpr (kSelect) {
     if (tid < kT) {
-      ss->threshold[tid] = topk_stream::kNoThreshold;
+      ss->threshold[tid] = {neg_inf(), -1};
       ss->count[tid] = 0;
     }
     if (tid == 0) ss->request = 0;
@@ -380,17 +388,19 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
     float* const o0 = a.out + (t0 + b2) * a.out_s0;
     float* const o1 = a.out + (t0 + 2 + b2) * a.out_s0;
     // kSelect: a compaction round, run by all 256 threads while no epilogue is in flight; each
-    // token buffer past the midpoint of [k, kCompactAbove] goes back to its k best.
+    // token buffer past the midpoint of [k, kCompactAbove] is shrunk to at most k + 128 entries
+    // (topk_stream::shrink: cheap, keeps a superset of the k best, raises the threshold).
+    const int shrink_above = (sel.k + kCompactAbove) / 2, shrink_to = sel.k + 128;
     auto compaction_round = [&]() {
       __syncthreads();
 #pragma unroll 1
       for (int t = 0; t < kT; ++t) {
-        const int n = ss->count[t];
-        if (n > (sel.k + kCompactAbove) / 2) {
-          const unsigned long long thr =
-              topk_stream::compact<kThreads>(cand_sc + t * kCand, cand_col + t * kCand, n, sel.k, ss->scratch);
+        int n = ss->count[t];
+        if (n > shrink_above) {
+          const topk_stream::Threshold thr = topk_stream::shrink<kThreads>(cand_sc + t * kCand, cand_col + t * kCand,
+                                                                            &n, sel.k, shrink_to, ss->scratch);
           if (tid == 0) {
-            ss->count[t] = sel.k;
+            ss->count[t] = n;
             ss->threshold[t] = thr;
           }
         }
@@ -416,18 +426,21 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
     };
 #pragma unroll 1
     for (int64_t i = 0; i < my_n; ++i) {
+      bool want = false;  // kSelect: this group's look at the buffers, for its issue point below
       if constexpr (kSelect) {
-        // This group's look at the buffers for its next issue point (one reader, shared through
-        // the group barrier below; double-buffered because a slow warp may still read the last).
         if (wtid == 0) {
           const volatile int* cnt = ss->count;
-          ss->want[wg][i & 1] = (cnt[0] > kCompactAbove) | (cnt[1] > kCompactAbove) | (cnt[2] > kCompactAbove) |
-                            (cnt[3] > kCompactAbove);
+          want = (cnt[0] > kCompactAbove) | (cnt[1] > kCompactAbove) | (cnt[2] > kCompactAbove) |
+                 (cnt[3] > kCompactAbove);
         }
       }
       cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
       fence_proxy_async();
-      named_barrier(1 + wg, 128);    // everyone's copies landed; everyone left epilogue i − 1
+      // Everyone's copies landed; everyone left epilogue i − 1 (kSelect: and everyone has `want`).
+      if constexpr (kSelect)
+        want = named_barrier_or(1 + wg, 128, want);
+      else
+        named_barrier(1 + wg, 128);
       const uint32_t st = ring + static_cast<uint32_t>(i % kStages) * kStageBytes;
       const uint64_t desc_a = smem_desc(st);
       const int64_t j = wg + 2 * i;
@@ -438,7 +451,6 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
         // one raises `request` and makes the other group's next issue wait pass without issuing
         // (a stand-in arrival); the other group sees the request there and joins. After the
         // round the requester issues its tile and arrives as usual; the joiner waits again.
-        bool want = *reinterpret_cast<const volatile int*>(&ss->want[wg][i & 1]) != 0;
         if (j > 0 && *reinterpret_cast<const volatile int*>(&ss->request)) {
           compaction_round();
           named_barrier(3 + wg, 256);
@@ -494,10 +506,8 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
       if constexpr (kSelect) {
         const float v0 = __fmul_rn(z[0], sck), v1 = __fmul_rn(z[1], sck);
         const int32_t c = static_cast<int32_t>(key);
-        const bool ad0 = key >= lo0 && key < hi0 &&
-                         topk_stream::rank_of(topk_stream::score_key(v0), c) > ss->threshold[b2];
-        const bool ad1 = key >= lo1 && key < hi1 &&
-                         topk_stream::rank_of(topk_stream::score_key(v1), c) > ss->threshold[2 + b2];
+        const bool ad0 = key >= lo0 && key < hi0 && topk_stream::beats(v0, c, ss->threshold[b2]);
+        const bool ad1 = key >= lo1 && key < hi1 && topk_stream::beats(v1, c, ss->threshold[2 + b2]);
         if (__any_sync(0xffffffffu, ad0 || ad1)) {
           append(ad0, b2, v0, c);
           append(ad1, 2 + b2, v1, c);

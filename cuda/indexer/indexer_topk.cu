@@ -5,8 +5,8 @@
 // leave the SM. Each CTA computes 4 tokens' scores over their whole key ranges with the wgmma
 // logits kernel's instruction sequence and admits each one into the token's candidate buffer in
 // shared memory when it beats the k-th best so far; full buffers are compacted back to their k best
-// by an exact radix select (topk/topk_stream.cuh); the end sorts and writes the k best. No
-// workspace; chunk_rows is not used. DSA_INDEXER_TOPK=chunked forces the path below.
+// by a radix select (topk/topk_stream.cuh); the end sorts and writes the k best. No workspace.
+// Taken when chunk_rows = 0; DSA_INDEXER_TOPK=chunked forces the path below everywhere.
 //
 // Chunked (everything else). For each chunk of chunk_rows rows (automatic: ~256 MiB of fp32 logits, 512 rows at 128K keys —
 // enough rows for full indexer waves and the many-row top-k kernel), the existing backends run back
@@ -97,11 +97,11 @@ bool streaming_allowed() {
   return mode < 0 ? env_allowed : mode == 1;
 }
 
-// Whether run() takes the streaming kernel: the wgmma logits kernel's conditions (indexer_logits.cu)
-// plus k ≤ 2048 and columns that fit int32.
+// Whether run() takes the streaming kernel: chunk_rows = 0, the wgmma logits kernel's conditions
+// (indexer_logits.cu), k ≤ 2048 and columns that fit int32.
 bool takes_streaming(const IndexerTopKParams& p) {
   const int64_t s_kv = p.k.shape[0], k = p.indices.shape[1];
-  return streaming_allowed() && p.q.dtype == DType::kE4M3 && p.k.dtype == DType::kE4M3 && p.q.shape[1] == 64 &&
+  return streaming_allowed() && p.chunk_rows == 0 && p.q.dtype == DType::kE4M3 && p.k.dtype == DType::kE4M3 && p.q.shape[1] == 64 &&
          p.q.shape[2] == 128 && p.q.stride[1] == 128 && p.q.stride[2] == 1 && p.k.stride[1] == 1 &&
          aligned16(p.q.data) && aligned16(p.k.data) && p.q.stride[0] % 16 == 0 && p.k.stride[0] % 16 == 0 &&
          k >= 1 && k <= kIndexerTopKStreamMaxK && s_kv <= INT32_MAX && indexer_topk_wgmma_usable();

@@ -301,7 +301,7 @@ typedef struct dsa_indexer_topk_params {
   dsa_tensor k_eff;        /* [s_q] i32, out, optional */
   dsa_index_domain domain; /* DSA_INDEX_DOMAIN_ABSOLUTE (or _RELATIVE; paged slots are rejected) */
   uint8_t sorted;          /* 1 */
-  int32_t chunk_rows;      /* 0: automatic */
+  int32_t chunk_rows;      /* 0: streaming where available, else automatic chunks; > 0: chunk rows */
 } dsa_indexer_topk_params;
 
 /* ---- library ------------------------------------------------------------------------------- */

@@ -208,11 +208,16 @@ struct DenseMlaFwdParams {
 
 // ---- fused indexer → top-k (prefill) -------------------------------------------------------------
 
-// indexer_logits followed by topk on its logits, without the [s_q, s_kv] logits tensor: rows are
-// processed in chunks of chunk_rows (0 = automatic), each chunk's fp32 logits go to a scratch of
-// the workspace and are consumed by the chunk's top-k. The result equals running IndexerLogitsParams
-// (clean_logits) then TopKParams with the same ks, ke (SPEC §4.2 step 7, §5, D7).
-// Device memory: O(chunk_rows · s_kv) scratch + the outputs, instead of O(s_q · s_kv).
+// indexer_logits followed by topk on its logits, without the [s_q, s_kv] logits tensor. The result
+// equals running IndexerLogitsParams (clean_logits) then TopKParams with the same ks, ke (SPEC §4.2
+// step 7, §5, D7), bitwise on the CUDA backend. Two ways to run it:
+//   - chunk_rows = 0 (default): streaming where the backend has it (CUDA: FP8, h_idx 64, d_idx 128,
+//     k ≤ 2048, sm_90a) — each score is selected from where it is computed and never written to
+//     memory; no workspace, device memory O(s_q · k) (the outputs);
+//   - chunk_rows > 0, or no streaming kernel: rows in chunks of chunk_rows (0 = automatic, ~256 MiB
+//     of logits), each chunk's fp32 logits in a workspace scratch read by the chunk's top-k; device
+//     memory O(chunk_rows · s_kv) + the outputs. Faster than streaming on the H200 where both run
+//     (docs/performance.md), at more memory.
 struct IndexerTopKParams {
   TensorView q;           // [s_q, h_idx, d_idx] e4m3 | bf16 | f32
   TensorView k;           // [s_kv, d_idx] e4m3 | bf16 | f32
@@ -225,7 +230,7 @@ struct IndexerTopKParams {
   TensorView k_eff;       // [s_q] i32, out, optional
   IndexDomain domain = IndexDomain::kAbsolute;  // kAbsolute | kRelative (column − ks[t])
   bool sorted = true;      // false: any deterministic order of the same set
-  int32_t chunk_rows = 0;  // rows per chunk; 0 = automatic (≈ 32 MiB of fp32 logits)
+  int32_t chunk_rows = 0;  // 0: streaming where available, else automatic chunks; > 0: chunks of this many rows
 };
 
 }  // namespace dsa

@@ -500,7 +500,7 @@ void check_pattern(const Data& dt, const std::vector<float>& g, const std::vecto
 }
 
 // The conditions of the streaming path (cuda/indexer/indexer_topk.cu) that these cases control:
-// e4m3, h_idx 64, d_idx 128, k ≤ 2048, an sm_90 device, DSA_INDEXER_TOPK ≠ chunked. (Contiguous
+// chunk_rows 0, e4m3, h_idx 64, d_idx 128, k ≤ 2048, an sm_90 device, DSA_INDEXER_TOPK ≠ chunked. (Contiguous
 // heads and 16-byte alignment always hold here: cudaMalloc'd, contiguous buffers.)
 bool stream_eligible(const Case& c) {
   const char* env = std::getenv("DSA_INDEXER_TOPK");
@@ -510,7 +510,7 @@ bool stream_eligible(const Case& c) {
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
     return false;
-  return c.dt == DType::kE4M3 && c.h == 64 && c.d == 128 && c.topk <= 2048 && major == 9 && minor == 0;
+  return c.chunk_rows == 0 && c.dt == DType::kE4M3 && c.h == 64 && c.d == 128 && c.topk <= 2048 && major == 9 && minor == 0;
 }
 
 void check_case(const Case& c, test::Rng& rng) {
