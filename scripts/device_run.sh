@@ -153,6 +153,15 @@ if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
     "$BUILD_DIR/tests/dsa_tests_gpu" "[golden]"
   run_step racecheck "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool racecheck --error-exitcode 1 \
     "$BUILD_DIR/tests/dsa_tests_gpu" "gpu topk: ±inf and NaN*"
+  # The streaming kernels: the fused indexer → top-k, and the stream top-k kernel.
+  run_step memcheck-stream "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool memcheck --error-exitcode 1 \
+    "$BUILD_DIR/tests/dsa_tests_gpu" "[sanitize]"
+  run_step racecheck-stream "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "$BUILD_DIR/tests/dsa_tests_gpu" "[sanitize]"
+  run_step synccheck-stream "$OUT/tests.log" timeout "$STEP_TIMEOUT" compute-sanitizer --tool synccheck --error-exitcode 1 \
+    "$BUILD_DIR/tests/dsa_tests_gpu" "[sanitize]"
+  run_step racecheck-topk-stream "$OUT/tests.log" env DSA_TOPK_KERNEL=stream timeout "$STEP_TIMEOUT" \
+    compute-sanitizer --tool racecheck --error-exitcode 1 "$BUILD_DIR/tests/dsa_tests_gpu" "gpu topk: ±inf and NaN*"
 fi
 
 # ---- demo ------------------------------------------------------------------------------------------------

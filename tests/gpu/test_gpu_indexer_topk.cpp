@@ -688,11 +688,14 @@ TEST_CASE("gpu indexer_topk: fused == CUDA logits + topk bitwise, SPEC §5 confo
 TEST_CASE("gpu indexer_topk: captured in a CUDA graph on a user stream, replays bitwise",
           "[gpu][indexer_topk][graph]") {
   test::Rng rng(0x1d70a2);
+  // Both paths: chunks of 64 rows, and chunk_rows 0 (the streaming kernel where it applies).
+  const int32_t chunk = GENERATE(64, 0);
   Case c;
   c.s_q = 150;
   c.s_kv = 3000;
   c.topk = 64;
-  c.chunk_rows = 64;
+  c.chunk_rows = chunk;
+  CAPTURE(chunk);
   Data dt(c, rng);
   Mirror idx(c.s_q * c.topk * 4), osc(c.s_q * c.topk * 4), keff(c.s_q * 4);
   const IndexerTopKParams p = dt.fused(true, idx, osc, keff);
@@ -806,4 +809,22 @@ TEST_CASE("gpu indexer_topk: adversarial score orders and ties (streaming path)"
          Ranges::kMixed, true, rel),
   };
   for (const Case& c : cases) check_case(c, rng);
+}
+
+// A small streaming case for compute-sanitizer (scripts/device_run.sh runs memcheck and racecheck on
+// it): 9 tokens (three CTAs, the last one partly past s_q) over 12000 keys with k = 64, so each
+// buffer goes through several compaction rounds, the final shrink or exact compaction and the sort.
+TEST_CASE("gpu indexer_topk: small streaming case (sanitizer target)", "[gpu][indexer_topk][sanitize]") {
+  test::Rng rng(0x1d70a3);
+  for (const bool sorted : {true, false}) {
+    Case c;
+    c.name = sorted ? "sanitize sorted" : "sanitize unsorted";
+    c.s_q = 9;
+    c.s_kv = 12000;
+    c.topk = 64;
+    c.ranges = Ranges::kRandom;
+    c.sorted = sorted;
+    c.domain = sorted ? IndexDomain::kAbsolute : IndexDomain::kRelative;
+    check_case(c, rng);
+  }
 }
