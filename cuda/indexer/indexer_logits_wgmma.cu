@@ -78,8 +78,10 @@ constexpr int kSmemBytes = kStageOff + 2 * kStages * kStageBytes + 128;  // + ba
 // The fused indexer → top-k variant (kSelect) keeps, after the rings, each token's candidate
 // buffer (score bits, column; kCand entries) and the selection state (topk/topk_stream.cuh).
 // A tile adds at most 64 entries per token; a compaction can only start at an issue point, and
-// between one issue point's count read and the last chance to compact, at most 5 epilogues land
-// (the 3 still running at the read, 2 more): so a buffer is compacted above kCand − 5·64 entries.
+// between one issue point's count read (taken during the group's previous MMAs) and the last
+// chance to compact, at most 5 epilogues land (3 not yet counted at the read — the group's own
+// previous one and the other group's two around it — and 2 more): so a buffer is compacted above
+// kCand − 5·64 entries.
 constexpr int kCand = 4000;
 constexpr int kCompactAbove = kCand - 5 * kTileKeys;
 constexpr int kSelOff = kStageOff + 2 * kStages * kStageBytes;
@@ -424,16 +426,12 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
         cand_col[t * kCand + pos] = c;
       }
     };
+    // kSelect: this group's look at the buffers for its next issue point, taken by one thread while
+    // the previous tile's MMAs run (so no load sits in front of the barrier that shares it).
+    bool want_next = false;
 #pragma unroll 1
     for (int64_t i = 0; i < my_n; ++i) {
-      bool want = false;  // kSelect: this group's look at the buffers, for its issue point below
-      if constexpr (kSelect) {
-        if (wtid == 0) {
-          const volatile int* cnt = ss->count;
-          want = (cnt[0] > kCompactAbove) | (cnt[1] > kCompactAbove) | (cnt[2] > kCompactAbove) |
-                 (cnt[3] > kCompactAbove);
-        }
-      }
+      bool want = want_next;
       cp_async_wait<kStages - 2>();  // this thread's copies of tile i landed (group 1 + i)
       fence_proxy_async();
       // Everyone's copies landed; everyone left epilogue i − 1 (kSelect: and everyone has `want`).
@@ -470,6 +468,18 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
       wgmma_commit();
       if (j + 1 < ntiles) named_arrive(3 + (wg ^ 1), 256);
       issue(i + kStages - 1);        // refills the stage of tile i − 1 while the MMAs run
+      // kSelect: the thresholds of this lane's two tokens (they change only in rounds, which start
+      // before an issue), and the count look for the next issue point; both land during the MMAs.
+      topk_stream::Threshold thr0{}, thr1{};
+      if constexpr (kSelect) {
+        thr0 = ss->threshold[b2];
+        thr1 = ss->threshold[2 + b2];
+        if (wtid == 0) {
+          const volatile int* cnt = ss->count;
+          want_next = (cnt[0] > kCompactAbove) | (cnt[1] > kCompactAbove) | (cnt[2] > kCompactAbove) |
+                      (cnt[3] > kCompactAbove);
+        }
+      }
       wgmma_wait_all();
       fence_regs(acc);
 
@@ -506,8 +516,8 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
       if constexpr (kSelect) {
         const float v0 = __fmul_rn(z[0], sck), v1 = __fmul_rn(z[1], sck);
         const int32_t c = static_cast<int32_t>(key);
-        const bool ad0 = key >= lo0 && key < hi0 && topk_stream::beats(v0, c, ss->threshold[b2]);
-        const bool ad1 = key >= lo1 && key < hi1 && topk_stream::beats(v1, c, ss->threshold[2 + b2]);
+        const bool ad0 = key >= lo0 && key < hi0 && topk_stream::beats(v0, c, thr0);
+        const bool ad1 = key >= lo1 && key < hi1 && topk_stream::beats(v1, c, thr1);
         if (__any_sync(0xffffffffu, ad0 || ad1)) {
           append(ad0, b2, v0, c);
           append(ad1, 2 + b2, v1, c);

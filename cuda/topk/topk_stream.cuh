@@ -177,6 +177,7 @@ __device__ unsigned long long compact(float* sc, int32_t* col, int n, int k, Scr
     if (tid < 256) s.hist[tid] = 0;
     __syncthreads();
     const unsigned long long hi = shift == 56 ? 0ull : prefix >> (shift + 8);
+#pragma unroll 4
     for (int i = tid; i < n; i += kThreads) {
       const unsigned long long r = rank_of(score_key(sc[i]), col[i]);
       hist_add(s.hist, static_cast<int>((r >> shift) & 255u), shift == 56 || (r >> (shift + 8)) == hi);
@@ -207,6 +208,7 @@ __device__ Threshold shrink(float* sc, int32_t* col, int* n_io, int k, int targe
   if (tid == 0) s.kmin = 0xffffffffu, s.kmax = 0u;
   __syncthreads();
   unsigned lo = 0xffffffffu, hi = 0u;
+#pragma unroll 4
   for (int i = tid; i < n; i += kThreads) {
     const unsigned key = score_key(sc[i]);
     lo = key < lo ? key : lo;
@@ -229,6 +231,7 @@ __device__ Threshold shrink(float* sc, int32_t* col, int* n_io, int k, int targe
   for (;;) {
     if (tid < 256) s.hist[tid] = 0;
     __syncthreads();
+#pragma unroll 4
     for (int i = tid; i < n; i += kThreads) {
       const unsigned key = score_key(sc[i]);
       if (key >= base && static_cast<unsigned long long>(key - base) < width)
