@@ -38,6 +38,16 @@
 //     serialised the FMA chains; the epilogue then outlasted the other group's MMA.
 // Keys outside every range of the CTA are not loaded; their accumulator rows (stale shared
 // memory) are never stored. Ranges are clamped to 0 ≤ ks ≤ ke ≤ s_kv as in indexer_logits.cu.
+//
+// The fused indexer → top-k (indexer_topk_wgmma_kernel, IndexerTopKParams' streaming path) is
+// version 2 with kSelect: one CTA per 4 tokens over their whole ranges, and where version 2 stores
+// a score, it is compared with its token's admission threshold and, if it beats it, appended to
+// the token's candidate buffer in shared memory (one atomic per warp and token). Buffers are
+// shrunk in compaction rounds that start only at an issue point (see the loop: the issue order of
+// the two groups orders their requests), so no epilogue is in flight while one runs; the end
+// sorts each token's survivors and writes its k best (topk/topk_stream.cuh). 254 registers, no
+// spills, 231,008 B shared. Same per-score instructions, so the selection is bitwise that of
+// logits + topk.
 #include "indexer/indexer_logits_wgmma.cuh"
 
 #include <atomic>
