@@ -369,6 +369,24 @@ dsa::TopKParams topk_params(const Options& o, const Problem& p, int64_t r0, int6
   return t;
 }
 
+// The fused indexer → top-k on rows [0, rows) (chunk_rows 0: the CUDA backend's streaming kernel,
+// whose scores never leave the SM, where it applies).
+dsa::IndexerTopKParams fused_params(const Options& o, const Problem& p, int64_t rows, void* q, void* k,
+                                    void* k_scale, void* w, void* ks, void* ke, void* indices) {
+  const dsa::IndexerLogitsParams l = logits_params(o, p, 0, rows, q, k, k_scale, w, ks, ke, nullptr);
+  dsa::IndexerTopKParams f;
+  f.q = l.q;
+  f.k = l.k;
+  f.k_scale = l.k_scale;
+  f.weights = l.weights;
+  f.ks = l.ks;
+  f.ke = l.ke;
+  f.indices = dsa::make_view(indices, DType::kI32, {rows, o.topk});
+  f.domain = dsa::IndexDomain::kAbsolute;
+  f.sorted = true;
+  return f;
+}
+
 dsa::MlaCacheWriteParams cache_params(const Options& o, const Problem& p, void* kv, void* slots,
                                       void* cache) {
   using dsa::make_view;
@@ -914,6 +932,50 @@ int main(int argc, char** argv) {
         }
       }
 #endif
+      // The fused op on the first chunk: the indices of logits + top-k, without a logits tensor.
+      if (ok_l && ok_t) {
+        Row& rf = add_row("indexer_topk (fused)");
+        const int64_t rows = std::min(chunk, T);
+        std::vector<int32_t> fidx(size_t(rows) * K, 0x7F7F7F7F);
+        const auto t0 = Clock::now();
+        const dsa::Status s = dsa::run(fused_params(o, P, rows, q_fp8.data(), k_fp8.data(), k_scale.data(),
+                                                    w_fold.data(), ks.data(), ke.data(), fidx.data()));
+        rf.cpu_s = seconds_since(t0);
+        rf.rate = rate_per_s(double(rows), rf.cpu_s, "rows/s");
+        if (run_ok(rf, s)) {
+          const std::vector<int32_t> want(indices.begin(), indices.begin() + rows * K);
+          const int64_t d = count_diff(fidx, want);
+          if (d) fail(rf, std::to_string(d) + " indices differ from indexer_logits + topk");
+          else rf.status = "ok (bit-exact: indexer_logits + topk)";
+        }
+#if defined(DSA_WITH_CUDA)
+        if (use_cuda) {
+          // Against the device's own logits + top-k (the tensor cores' scores, not the CPU's).
+          DevBuf dq(q_fp8), dk(k_fp8), dks_(k_scale), dw(w_fold), dks(ks), dke(ke), dlog(size_t(rows) * T * 4),
+              dpair(size_t(rows) * K * 4), dfused(size_t(rows) * K * 4);
+          cudaMemset(dpair.p, 0x7F, dpair.bytes);
+          cudaMemset(dfused.p, 0x7F, dfused.bytes);
+          double secs = 0;
+          const bool pair_ok =
+              dsa::run(logits_params(o, P, 0, rows, dq.p, dk.p, dks_.p, dw.p, dks.p, dke.p, dlog.p)).ok() &&
+              dsa::run(topk_params(o, P, 0, rows, dlog.p, dks.p, dke.p, dpair.p)).ok();
+          const dsa::IndexerTopKParams fp = fused_params(o, P, rows, dq.p, dk.p, dks_.p, dw.p, dks.p, dke.p, dfused.p);
+          const size_t ws_bytes = dsa::workspace_size(fp);
+          DevBuf ws(ws_bytes);
+          if (!pair_ok) {
+            rf.cuda = "FAIL  the device's indexer_logits + topk did not run";
+            g_failed = true;
+          } else if (cuda_call(rf, [&] { return dsa::run(fp, ws.p, ws_bytes); }, &secs)) {
+            const int64_t d = count_diff(dfused.get<int32_t>(), dpair.get<int32_t>());
+            const char* path = ws_bytes == 0 ? "streaming, no workspace" : "chunked";
+            rf.cuda = d == 0 ? "ok  " + time_str(secs) + "  bit-exact vs the device's logits + topk (" + path + ")"
+                             : "FAIL  " + std::to_string(d) + " of " + std::to_string(rows * K) +
+                                   " indices differ from the device's logits + topk (" + path + ")";
+            if (d) g_failed = true;
+          }
+        }
+#endif
+      }
     }
   }
 
