@@ -1,5 +1,5 @@
 // CUDA OP-TOPK, the stream kernel (SPEC §5, D7): one block per row reads the row from HBM ONCE and
-// keeps a running top k in shared memory (topk/topk_stream.cuh). Bitwise equal to the CPU
+// keeps a running candidate set in shared memory (topk/topk_stream.cuh). Bitwise equal to the CPU
 // reference and to topk.cu's kernels: the same set (the k best by key descending, column
 // ascending), the same orders, indices, scores, padding and k_eff.
 //
@@ -10,29 +10,36 @@
 // Per row, in steps of kStepVecs 16-byte groups (kVecs per thread, group v = step base + u·512 +
 // thread: each load instruction of a warp reads 512 contiguous bytes):
 //   1. if the buffer could not take a whole step (count > kCap − kStepEntries, block-uniform),
-//      compact() keeps exactly the k best of it and returns the new threshold: the rank of the
-//      k-th best entry seen so far (kNoThreshold before the first compaction). count > k there,
-//      and k + kStepEntries ≤ kCap after;
-//   2. each thread tests its 4·kVecs entries: rank_of(key, column) > threshold admits only valid
-//      entries that can still be in the top k;
-//   3. a warp scan of four packed counts (one per load of the thread) and one block barrier give
-//      every admitted entry its slot IN COLUMN ORDER (no atomics): the buffer is always in column
-//      order, and compact() keeps it so;
-//   4. at the end, compact() to exactly k if more are held (k_eff = min(k, count): a row that
-//      never compacted admitted every valid entry). Unsorted (the reference's order, ascending
-//      column): the buffer is written as it is. Sorted: a stable block radix sort of the keys
-//      (descending, only the bits where they differ; ties stay in column order), the buffer slot
-//      as the value. Then −1 / −∞ padding and k_eff.
+//      shrink() (topk_stream.cuh) drops every entry below a key boundary L that still has ≥ k
+//      entries at or above it, keeping at most target = k + kSlack (a superset of the k best, in
+//      buffer order); the new threshold admits key ≥ L. Cheap: min/max, then one or two 8-bit
+//      histograms over the buffer's own key range with plain shared atomics (no match_any, no
+//      64-bit ranks). A plateau of equal keys larger than target falls back to the exact
+//      compact() (k kept, threshold = the k-th's rank). Entries dropped can never re-enter: at
+//      least k better ones were seen;
+//   2. each thread tests its 4·kVecs entries against the threshold in the float domain (valid
+//      entries that can still be in the top k);
+//   3. a warp scan of packed per-load counts and one block barrier give every admitted entry its
+//      slot IN COLUMN ORDER (no atomics): the buffer is always in column order, and shrink() /
+//      compact() keep it so;
+//   4. at the end the buffer holds a superset of the k best (every valid entry if it never
+//      shrank: k_eff = min(k, count)). Sorted: shrink() once more only if more than kSortCap are
+//      held, then a stable block radix sort of ALL held keys (descending, only the bits where
+//      they differ; ties stay in column order, the buffer slot as the value) and ranks [0, k_eff)
+//      are written — no exact selection at all. Unsorted (ascending column): shrink() to ≤ target
+//      if more are held, compact() to exactly k, and the buffer is written as it is. Then −1 / −∞
+//      padding and k_eff.
 // Every step depends on the set of entries only (slots follow columns): deterministic (D11).
 //
-// Cost. Random rows: the first compaction after the first step, then ~k·ln(n/kStepEntries)
-// admissions over the rest of the row (128K: ~4.3K), about 3 compactions of ≤ 6K entries before
-// the final one. Worst case, scores ascending along the row: every entry is admitted, one
-// compaction per step of ≤ k + kStepEntries entries — linear in the row, not quadratic; a
-// compaction is a few 8-bit radix passes over the buffer in shared memory.
+// Cost. Random 128K rows, k = 2048: 22 steps of 6144; the first shrink at 12K entries seen (no
+// threshold before), then ~19% admitted, a second shrink at ~43K seen, then ~5%: about two
+// shrinks in the stream and one at the end (≤ ~7K entries each), then the sort of ≤ 2304
+// (sorted) or an exact compact() of ≤ 2304 (unsorted). Worst case, scores ascending along the
+// row: every entry is admitted, one shrink per step of ≤ target + kStepEntries entries — linear
+// in the row.
 //
-// Taken when 1 ≤ k ≤ kStreamMaxK (sorted or unsorted: the final sort holds 2048 entries);
-// DSA_TOPK_KERNEL=stream forces it (topk.cu's dispatch).
+// Taken when 1 ≤ k ≤ kStreamMaxK (sorted or unsorted); DSA_TOPK_KERNEL=stream forces it
+// (topk.cu's dispatch).
 #include <cub/block/block_radix_sort.cuh>
 
 #include <string>
@@ -44,23 +51,28 @@ namespace dsa::cuda_backend::topk_detail {
 
 namespace {
 
-using topk_stream::kNoThreshold;
+using topk_stream::Threshold;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kVecs = 4;                                 // 16-byte loads per thread per step
+// Three 16-byte loads per thread per step (24 KB per block in flight): with four, the shrink call
+// inside the loop pushes 16 of the loop's registers to local memory on every step (64-register
+// budget at 2 × 512 threads); with three, about 5.
+constexpr int kVecs = 3;
 constexpr int kStepVecs = kThreads * kVecs;              // groups per step
-constexpr int kStepEntries = 4 * kStepVecs;              // 8192 entries per step
-constexpr int kSortItems = static_cast<int>(kStreamMaxK) / kThreads;
+constexpr int kStepEntries = 4 * kStepVecs;              // 6144 entries per step
+constexpr int kSlack = 256;                              // shrink target: k + kSlack entries
+constexpr int kSortItems = 5;
+constexpr int kSortCap = kSortItems * kThreads;          // 2560 entries in the final sort
 constexpr int kCap = 13824;                              // candidate buffer entries (108 KB)
-static_assert(kCap - kStepEntries >= kStreamMaxK, "a step always fits after a compaction");
-static_assert(kSortItems * kThreads == kStreamMaxK, "the final sort holds k entries");
+static_assert(kCap - kStepEntries >= kStreamMaxK + kSlack, "a step always fits after a shrink");
+static_assert(kSortCap >= kStreamMaxK + kSlack, "the final sort holds every shrink survivor");
 
-// The final sort: the keys of the k_eff ≤ 2048 survivors, descending and stable, their buffer
-// slots as values. Its storage lies in the buffer's score array past slot kStreamMaxK (the
-// survivors occupy [0, k_eff) after the final compaction).
+// The final sort: the keys of the ≤ kSortCap held entries, descending and stable, their buffer
+// slots as values. Its storage lies in the buffer's score array past slot kSortCap (the held
+// entries occupy [0, count ≤ kSortCap) then).
 using Sort = cub::BlockRadixSort<uint32_t, kThreads, kSortItems, int32_t>;
-static_assert(sizeof(typename Sort::TempStorage) + 16 <= (kCap - kStreamMaxK) * sizeof(float),
+static_assert(sizeof(typename Sort::TempStorage) + 16 <= (kCap - kSortCap) * sizeof(float),
               "sort storage fits the buffer's free part");
 constexpr size_t kDynSmem = 2 * kCap * sizeof(uint32_t);  // scores, then columns
 
@@ -115,27 +127,16 @@ struct Groups {
 
 struct StreamSmem {
   topk_stream::Scratch scratch;
-  unsigned long long warp_cnt[2][kWarps];  // per warp: four 16-bit admitted counts, one per load
+  unsigned long long warp_cnt[2][kWarps];  // per warp: kVecs 16-bit admitted counts, one per load
   unsigned kmin, kmax;                     // the survivors' key range (the sort's bits)
 };
 
-// The admission test in the float domain: rank_of(key, column) > thr ⇔ key > tk, or key == tk
-// and column < tcol (unsigned), where tk = thr >> 32 and tcol = 2^32 − 1 − (thr & (2^32 − 1)).
-// For valid scores, key order is float order (±0 tie as they compare equal), so with tf the
-// float of key tk: key > tk ⇔ f > tf and key == tk ⇔ f == tf; NaN compares false. kNoThreshold
-// gives tf = −∞ and tcol = 0: every valid score passes, −∞ and NaN do not. (Exact as long as
-// subnormals are kept — no -ftz / --use_fast_math for this file; the CMake build keeps them.)
-struct Threshold {
-  float tf;
-  uint32_t tcol;
-  __device__ explicit Threshold(unsigned long long thr) {
-    const uint32_t tk = static_cast<uint32_t>(thr >> 32);
-    tcol = 0xffffffffu - static_cast<uint32_t>(thr & 0xffffffffu);
-    // score_key inverted (tk ≥ 0x00800000 after a compaction; 0 only for kNoThreshold).
-    tf = tk == 0u ? __int_as_float(static_cast<int>(0xff800000u))
-                  : __uint_as_float((tk & 0x80000000u) ? (tk & 0x7fffffffu) : ~tk);
-  }
-};
+// The admission test in the float domain (topk_stream::beats, branch-free): key > tk, or key == tk
+// and column < col. For valid scores key order is float order (±0 tie as they compare equal); NaN
+// compares false. admit_all() = {−∞, 0} admits every valid score, −∞ and NaN not. Columns
+// compare unsigned (relative columns of in-range entries are < 2^31; out-of-range entries are NaN).
+// (Exact as long as subnormals are kept — no -ftz / --use_fast_math for this file.)
+__device__ __forceinline__ Threshold admit_all() { return {__int_as_float(static_cast<int>(0xff800000u)), 0}; }
 
 // Bit 4u + i: entry i of this thread's group v0 + u·kThreads passes the threshold.
 __device__ __forceinline__ unsigned admit_mask(const Groups& g, int v0, const float (&f)[kVecs][4],
@@ -148,7 +149,7 @@ __device__ __forceinline__ unsigned admit_mask(const Groups& g, int v0, const fl
     for (int i = 0; i < 4; ++i) {
       const float x = f[u][i];
       const uint32_t c = c0 + static_cast<uint32_t>(4 * u * kThreads + i);
-      const bool pass = (x > t.tf) | ((x == t.tf) & (c < t.tcol));  // no short circuit: no branches
+      const bool pass = (x > t.f) | ((x == t.f) & (c < static_cast<uint32_t>(t.col)));  // no branches
       m |= static_cast<unsigned>(pass) << (4 * u + i);
     }
   return m;
@@ -156,11 +157,11 @@ __device__ __forceinline__ unsigned admit_mask(const Groups& g, int v0, const fl
 
 // Column-order slots of a step's admitted entries (bit 4u + i of m: entry i of load u). Entry
 // (u, warp, lane, i) precedes in column order every entry of a later load u, then of a later warp,
-// lane, i. A warp scan of four 8-bit counts (≤ 128 per warp each) and one barrier give, per load u,
+// lane, i. A warp scan of kVecs 8-bit counts (≤ 128 per warp each) and one barrier give, per load u,
 // this thread's first slot (relative to the step's first) in first[u], and the step's total.
 // Parity alternates the per-warp words so that consecutive calls need no second barrier.
 __device__ __forceinline__ int step_slots(unsigned m, StreamSmem& ss, int& parity, int (&first)[kVecs]) {
-  static_assert(kVecs == 4, "four 8-bit / 16-bit count fields");
+  static_assert(kVecs <= 4, "up to four 8-bit / 16-bit count fields");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t mine = 0u;
 #pragma unroll
@@ -197,11 +198,23 @@ __device__ __forceinline__ int step_slots(unsigned m, StreamSmem& ss, int& parit
   return run;
 }
 
-// compact() out of line: the streaming loop keeps the next step's loads in registers across it,
-// and inlined, its register needs would push the loop's state to local memory on every step.
+// shrink() and compact() out of line: the streaming loop keeps the next step's loads in registers
+// across them, and inlined, their register needs would push the loop's state to local memory.
 __device__ __noinline__ unsigned long long compact_buffer(float* sc, int32_t* cc, int n, int k,
                                                           topk_stream::Scratch& scratch) {
   return topk_stream::compact<kThreads>(sc, cc, n, k, scratch);
+}
+struct Shrunk {
+  Threshold thr;
+  int n;
+};
+// Needs k < n and k ≤ target.
+__device__ __noinline__ Shrunk shrink_buffer(float* sc, int32_t* cc, int n, int k, int target,
+                                             topk_stream::Scratch& scratch) {
+  Shrunk r;
+  r.n = n;
+  r.thr = topk_stream::shrink<kThreads>(sc, cc, &r.n, k, target, scratch);
+  return r;
 }
 
 __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_constant__ TopKArgs a) {
@@ -209,9 +222,10 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
   extern __shared__ __align__(16) uint32_t stream_mem[];
   float* const sc = reinterpret_cast<float*>(stream_mem);
   int32_t* const cc = reinterpret_cast<int32_t*>(stream_mem + kCap);
-  auto& temp = *reinterpret_cast<typename Sort::TempStorage*>(stream_mem + kStreamMaxK);
+  auto& temp = *reinterpret_cast<typename Sort::TempStorage*>(stream_mem + kSortCap);
   const int tid = threadIdx.x;
   const int k = static_cast<int>(a.k);  // 1 ≤ k ≤ kStreamMaxK (stream_takes)
+  const int target = k + kSlack;        // shrink() keeps at most this many (≥ k)
   int parity = 0;
 
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
@@ -219,17 +233,18 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
     row_range(a, r, &ks, &ke);
     const Groups g(a, r, ks, ke);
 
-    Threshold thr(kNoThreshold);
+    Threshold thr = admit_all();
     int count = 0;  // entries in the buffer (block-uniform: every thread sums the same warp counts)
     float cur[kVecs][4], nxt[kVecs][4];
     g.load_step(0, tid, cur);
     for (int base = 0; base < g.nvec; base += kStepVecs) {
       const int v0 = base + tid;
-      // Room for a whole step first (uniform). Here, before the next step's loads are issued, only
-      // this step's groups are live across the compaction. count > kCap − kStepEntries ≥ k.
+      // Room for a whole step first (uniform; count > kCap − kStepEntries ≥ target > k). Here,
+      // before the next step's loads are issued, only this step's groups are live across the call.
       if (count > kCap - kStepEntries) {
-        thr = Threshold(compact_buffer(sc, cc, count, k, ss.scratch));
-        count = k;
+        const Shrunk sh = shrink_buffer(sc, cc, count, k, target, ss.scratch);
+        thr = sh.thr;
+        count = sh.n;
       }
       // The next step's loads fly while this one is filtered (past the end they read nothing).
       g.load_step(base + kStepVecs, v0 + kStepVecs, nxt);
@@ -255,11 +270,19 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
 #pragma unroll
         for (int i = 0; i < 4; ++i) cur[u][i] = nxt[u][i];
     }
-    if (count > k) {
-      compact_buffer(sc, cc, count, k, ss.scratch);  // barriers inside; column order kept
-      count = k;
+    // The buffer holds every valid entry whose key is at or above the last threshold: a superset
+    // of the k best (all valid entries if it never shrank). count is block-uniform.
+    if (a.sorted) {
+      if (count > kSortCap) count = shrink_buffer(sc, cc, count, k, target, ss.scratch).n;
+    } else if (count > k) {
+      if (count > target) count = shrink_buffer(sc, cc, count, k, target, ss.scratch).n;
+      if (count > k) {
+        compact_buffer(sc, cc, count, k, ss.scratch);  // barriers inside; column order kept
+        count = k;
+      }
     }
-    // The k_eff = count survivors, in column order in [0, count).
+    // count ≤ kSortCap entries in column order in [0, count); unsorted: exactly the k_eff best.
+    const int k_eff = count < k ? count : k;
     int32_t* const idx = a.idx + r * a.idx_s0;
     float* const osc = a.osc ? a.osc + r * a.osc_s0 : nullptr;
     if (tid == 0) ss.kmin = 0xffffffffu, ss.kmax = 0u;
@@ -289,13 +312,13 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
 #pragma unroll
       for (int i = 0; i < kSortItems; ++i) {
         const int pos = i * kThreads + tid;
-        if (pos < count) {
+        if (pos < k_eff) {  // ranks [0, k_eff) of the held superset: the k_eff best
           idx[pos] = to_domain(a, r, ks, cc[slot[i]]);
           if (osc) osc[pos] = sc[slot[i]];
         }
       }
     }
-    write_padding<kThreads>(a, r, static_cast<int64_t>(count));
+    write_padding<kThreads>(a, r, static_cast<int64_t>(k_eff));
     __syncthreads();  // the buffer, the sort storage and the key range serve the next row
   }
 }
