@@ -71,6 +71,25 @@ void oracle(const TopKCase& c, std::vector<int32_t>* idx, std::vector<float>* sc
   }
 }
 
+// A device workspace of workspace_size(p) bytes (the split kernels, DSA_TOPK_KERNEL=split, need
+// one; the other kernels report 0). cudaMalloc'd memory is 256-byte aligned.
+struct DevWorkspace {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DevWorkspace(size_t n) : bytes(n) {
+    if (n > 0) GPU_REQUIRE(cudaMalloc(&ptr, n));
+  }
+  ~DevWorkspace() { cudaFree(ptr); }
+  DevWorkspace(const DevWorkspace&) = delete;
+  DevWorkspace& operator=(const DevWorkspace&) = delete;
+};
+
+// run(p) on the device with the workspace it asks for (freed after the call, synchronously).
+Status run_dev(const TopKParams& p) {
+  DevWorkspace ws(workspace_size(p));
+  return run(p, ws.ptr, ws.bytes);
+}
+
 void check_case(const TopKCase& c) {
   CAPTURE(c.name, c.rows, c.cols, c.stride, c.k, (int)c.domain, c.sorted);
   Mirror scores(c.scores.size() * 4), ks(c.rows * 4 + 4), ke(c.rows * 4 + 4), bt(c.bt.size() * 4 + 4),
@@ -105,7 +124,7 @@ void check_case(const TopKCase& c) {
     return p;
   };
   {
-    const Status s = run(make(true, 0, c.rows));
+    const Status s = run_dev(make(true, 0, c.rows));
     INFO("cuda: " << s.message());
     REQUIRE(s.ok());
   }
@@ -153,7 +172,7 @@ void check_case(const TopKCase& c) {
   // Rerun (poisoned again): bitwise identical.
   GPU_REQUIRE(cudaMemset(idx.dev(), 0x7F, idx.bytes()));
   GPU_REQUIRE(cudaMemset(osc.dev(), 0xFF, osc.bytes()));
-  REQUIRE(run(make(true, 0, c.rows)).ok());
+  REQUIRE(run_dev(make(true, 0, c.rows)).ok());
   test::sync_ok();
   REQUIRE(idx.download() == g_idx);
   REQUIRE(osc.download() == g_sc);
@@ -162,7 +181,7 @@ void check_case(const TopKCase& c) {
   if (c.rows >= 2 && c.domain != IndexDomain::kPagedSlot) {
     const int64_t r0 = c.rows / 2;
     GPU_REQUIRE(cudaMemset(idx.dev(), 0x7F, idx.bytes()));
-    REQUIRE(run(make(true, r0, c.rows - r0)).ok());
+    REQUIRE(run_dev(make(true, r0, c.rows - r0)).ok());
     test::sync_ok();
     const auto sub = idx.download();
     REQUIRE(std::equal(sub.begin() + r0 * c.k * 4, sub.end(), g_idx.begin() + r0 * c.k * 4));
@@ -446,6 +465,92 @@ TEST_CASE("gpu topk: 128K rows that stress a running threshold (ascending, plate
   check_case(c);
 }
 
+TEST_CASE("gpu topk: split-kernel edge cases (empty slices, ranges shorter than the slices, plateaus across slices)", "[gpu][topk]") {
+  // The split kernels (DSA_TOPK_KERNEL=split) cut each row into up to 4 slices that keep their own
+  // k best: rows with fewer than k valid entries, valid entries in one slice only, ranges of 0–3
+  // columns (fewer than the slices), plateaus of equal keys spread over every slice (ties by
+  // column across slices), every entry admitted (ascending), +inf beyond k; k = 1 and 2048, both
+  // orders, the relative and paged-slot domains. The other kernels see the same rows.
+  test::Rng rng(0xB00D);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  TopKCase c = base("split-edges", 40, 40000, 2048, 3);
+  c.ks.resize(c.rows);
+  c.ke.resize(c.rows);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    float* row = c.scores.data() + r * c.stride;
+    int64_t ks = 0, ke = c.cols;
+    for (int64_t i = 0; i < c.cols; ++i) {
+      const float x = static_cast<float>(rng.normal());
+      float v = x;
+      switch (r % 10) {
+        case 0: v = rng.integer(0, 39) == 0 ? x : nan; break;                         // ~1000 < k valid
+        case 1: v = i < c.cols / 10 ? x : nan; break;                                 // first slice only
+        case 2: v = i >= c.cols - c.cols / 20 ? x : -kInf; break;                     // last slice only
+        case 4: v = 0.5f; break;                                                       // one plateau
+        case 5: {                                                                      // plateau at the cut
+          const int64_t u = rng.integer(0, 79);
+          v = u == 0 ? 3.0f + static_cast<float>(rng.uniform()) : u < 11 ? 2.0f : static_cast<float>(rng.uniform());
+          break;
+        }
+        case 6: v = rng.integer(0, 99) == 0 ? std::fabs(x) + 0.1f : (rng.integer(0, 1) ? 0.0f : -0.0f); break;
+        case 8: v = static_cast<float>(i) * 0.25f; break;                              // ascending
+        case 9: v = rng.integer(0, 9) == 0 ? kInf : rng.integer(0, 9) == 0 ? nan : x; break;  // +inf > k
+        default: break;
+      }
+      row[i] = v;
+    }
+    if (r % 10 == 3) {  // 0..3 columns
+      ks = rng.integer(0, c.cols - 4);
+      ke = ks + r / 10;
+    }
+    if (r % 10 == 7) {  // misaligned start, ragged end
+      ks = 4 * rng.integer(0, 100) + 1 + r / 10;
+      ke = rng.integer(c.cols / 2, c.cols);
+    }
+    c.ks[r] = static_cast<int32_t>(ks);
+    c.ke[r] = static_cast<int32_t>(ke);
+  }
+  for (int64_t k : {2048, 1})
+    for (bool sorted : {true, false}) {
+      c.k = k;
+      c.sorted = sorted;
+      check_case(c);
+    }
+  c.k = 700;
+  c.sorted = true;
+  c.domain = IndexDomain::kRelative;
+  check_case(c);
+  c.k = 2048;
+  c.domain = IndexDomain::kPagedSlot;
+  c.rows_per_batch = 4;
+  c.P = 64;
+  c.bt_rows = c.rows / c.rows_per_batch;
+  c.bt_cols = (c.cols + c.P - 1) / c.P;
+  c.bt.resize(c.bt_rows * c.bt_cols);
+  std::iota(c.bt.begin(), c.bt.end(), 0);
+  std::shuffle(c.bt.begin(), c.bt.end(), rng.engine());
+  check_case(c);
+
+  // 128K rows: one key over a whole slice (shrink() falls back to the exact compaction), 90% of the
+  // row on the cut's key, and both monotone orders.
+  TopKCase d = base("split-plateaus", 6, 131072, 2048, 1);
+  for (int64_t r = 0; r < d.rows; ++r) {
+    float* row = d.scores.data() + r * d.stride;
+    for (int64_t i = 0; i < d.cols; ++i) {
+      const float x = static_cast<float>(i);
+      row[i] = r == 0   ? -1.5f
+               : r == 1 ? (rng.integer(0, 9) == 0 ? static_cast<float>(rng.uniform()) : 1.0f)
+               : r == 2 ? x
+               : r == 3 ? -x
+               : r == 4 ? (rng.integer(0, 9) == 0 ? 2.0f + static_cast<float>(rng.uniform()) : 1.0f)
+                        : static_cast<float>(i % 3);
+    }
+  }
+  check_case(d);
+  d.sorted = false;
+  check_case(d);
+}
+
 TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise", "[gpu][topk][graph]") {
   test::Rng rng(0xB007);
   const int64_t rows = 16, cols = 9000, k = 2048;
@@ -458,10 +563,11 @@ TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise"
   p.scores = scores.view(true, DType::kF32, {rows, cols});
   p.indices = idx.view(true, DType::kI32, {rows, k});
   p.out_scores = osc.view(true, DType::kF32, {rows, k});
+  DevWorkspace ws(workspace_size(p));  // allocated before the capture
   cudaStream_t stream;
   GPU_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   GPU_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  const Status s = run(p, nullptr, 0, stream);
+  const Status s = run(p, ws.ptr, ws.bytes, stream);
   cudaGraph_t graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(stream, &graph);
   INFO(s.message());
@@ -499,13 +605,14 @@ TEST_CASE("gpu topk timings", "[.perf]") {
     TopKParams p;
     p.scores = scores.view(true, DType::kF32, {rows, cols});
     p.indices = idx.view(true, DType::kI32, {rows, k});
-    REQUIRE(run(p).ok());
+    DevWorkspace ws(workspace_size(p));
+    REQUIRE(run(p, ws.ptr, ws.bytes).ok());
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
     const int iters = 20;
     cudaEventRecord(e0);
-    for (int i = 0; i < iters; ++i) REQUIRE(run(p).ok());
+    for (int i = 0; i < iters; ++i) REQUIRE(run(p, ws.ptr, ws.bytes).ok());
     cudaEventRecord(e1);
     GPU_REQUIRE(cudaEventSynchronize(e1));
     float ms = 0;
