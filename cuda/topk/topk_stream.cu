@@ -217,6 +217,20 @@ __device__ __noinline__ Shrunk shrink_buffer(float* sc, int32_t* cc, int n, int 
   return r;
 }
 
+// Warms L2 with the first two steps of row r (one prefetch per 128 bytes, addresses inside the row's
+// range [ks, ke) only): its loads then wait on L2, not HBM, when the block turns to it, and HBM
+// keeps working while this row's final selection and sort run. Holds no registers afterwards.
+__device__ __forceinline__ void prefetch_row_head(const TopKArgs& a, int64_t r) {
+  int64_t ks, ke;
+  row_range(a, r, &ks, &ke);
+  const Groups g(a, r, ks, ke);
+  const int64_t end = g.hi < 2 * kStepEntries ? g.hi : 2 * kStepEntries;
+  for (int64_t e = 32 * static_cast<int64_t>(threadIdx.x); e < end; e += 32 * kThreads) {
+    const int64_t c = e < g.lo ? g.lo : e;
+    if (c < end) asm volatile("prefetch.global.L2 [%0];" ::"l"(g.p + c));
+  }
+}
+
 __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_constant__ TopKArgs a) {
   __shared__ StreamSmem ss;
   extern __shared__ __align__(16) uint32_t stream_mem[];
@@ -270,6 +284,7 @@ __global__ void __launch_bounds__(kThreads, 2) topk_stream_kernel(const __grid_c
 #pragma unroll
         for (int i = 0; i < 4; ++i) cur[u][i] = nxt[u][i];
     }
+    if (r + gridDim.x < a.rows) prefetch_row_head(a, r + gridDim.x);
     // The buffer holds every valid entry whose key is at or above the last threshold: a superset
     // of the k best (all valid entries if it never shrank). count is block-uniform.
     if (a.sorted) {
