@@ -181,7 +181,10 @@ template <int kVer, bool kSelect>
 __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, const WgmmaSelectArgs& sel) {
   static_assert(!kSelect || kVer == 2, "the selecting variant is built on version 2");
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 127) & ~uintptr_t{127});
+  // 128-byte aligned by pointer arithmetic on the __shared__ array (not through an integer), so
+  // the compiler knows every pointer below is shared memory and emits LDS/STS/ATOMS, not generic
+  // (or, for volatile, system-scope) loads.
+  uint8_t* smem = smem_raw + ((128u - (smem_addr(smem_raw) & 127u)) & 127u);
   const uint32_t sbase = smem_addr(smem);
   float* w_s = reinterpret_cast<float*>(smem + kWOff);
   int32_t* lo_s = reinterpret_cast<int32_t*>(smem + kRangeOff);

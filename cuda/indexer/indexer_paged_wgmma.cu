@@ -198,8 +198,8 @@ __global__ void __launch_bounds__(kThreads, kT <= 2 ? 2 : 1)  // ≤ 128 registe
   using S = Smem<kT, kV>;
   constexpr int kN = S::kN, kAcc = kN / 2, kStages = S::kStages;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + (S::kAlign - 1)) &
-                                             ~uintptr_t{S::kAlign - 1});
+  // Aligned by pointer arithmetic on the __shared__ array, so the compiler keeps the shared space.
+  uint8_t* smem = smem_raw + ((S::kAlign - (smem_addr(smem_raw) & (S::kAlign - 1u))) & (S::kAlign - 1u));
   const uint32_t sbase = smem_addr(smem);
   float* w_s = reinterpret_cast<float*>(smem + S::kWOff);
   int32_t* len_s = reinterpret_cast<int32_t*>(smem + S::kLenOff);
