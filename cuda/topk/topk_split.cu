@@ -16,11 +16,13 @@
 //   1. if the buffer could not take a whole step (n > kTargetA = kCapA − kStepEntries; uniform),
 //      shrink() (topk_stream.cuh) drops entries below a key boundary that keeps ≥ k and ≤ kTargetA
 //      of them (a superset of the k best; exact compact() fallback on plateaus) and raises the
-//      threshold — before the next step's loads are issued, so only this step's are live;
-//   2. the next step's loads are issued; each thread tests its 16 entries against the running
-//      threshold in float form (beats(): exact, NaN / −∞ never admitted); a warp scan and one block
+//      threshold;
+//   2. each thread tests its 16 entries against the running threshold in float form (beats(): exact, NaN / −∞ never admitted); a warp scan and one block
 //      barrier give every admitted entry a slot of the kCapA-entry shared buffer (the order is
 //      irrelevant: every later step depends on the set only);
+//   Two register buffers alternate (the loop unrolled by two, nothing copied while loads fly):
+//   while a step is filtered the next one loads, and the one after is issued as soon as this
+//   step's entries are written — up to 2 steps (8 loads of 16 bytes per thread) in flight.
 //   3. at the end compact() keeps exactly min(k, held) — the k best of the slice: an entry dropped
 //      anywhere had k better ones in its slice — and the block writes them as (score bits, column
 //      relative to ks) to the workspace, [rows, S, k] × 8 bytes, and their count to [rows, S].
@@ -178,38 +180,41 @@ __global__ void __launch_bounds__(kThreadsA, kBlocksPerSmA)
 
     Threshold thr{__int_as_float(0xff800000), -1};  // admits every valid entry
     int n = 0;                                        // entries held (block-uniform)
-    float cur[kGroupsA][4], nxt[kGroupsA][4];
+    // Two register buffers, the loop unrolled by two so that neither is copied while its loads
+    // fly: while step i is filtered, steps i + 1 and (once i's entries are written) i + 2 load.
+    float fa[kGroupsA][4], fb[kGroupsA][4];
+    auto load_step = [&](float(&f)[kGroupsA][4], int vb) {
 #pragma unroll
-    for (int u = 0; u < kGroupsA; ++u) g.load(v0 + u * kThreadsA + tid, v1, cur[u]);
-    for (int vb = v0 + tid; vb - tid < v1; vb += kStepGroups) {
-      // Room for a whole step first (uniform), while only this step's loads are live:
-      // n > kCapA − kStepEntries = kTargetA ≥ k.
+      for (int u = 0; u < kGroupsA; ++u) g.load(vb + u * kThreadsA + tid, v1, f[u]);
+    };
+    auto filter_step = [&](const float(&f)[kGroupsA][4], int vb) {
+      // Room for a whole step first (uniform): n > kCapA − kStepEntries = kTargetA ≥ k.
       if (n > kTargetA) thr = shrink_a(sc, cc, &n, k, scratch);
-      // The next step's loads fly while this one is filtered.
-      if (vb - tid + kStepGroups < v1) {
-#pragma unroll
-        for (int u = 0; u < kGroupsA; ++u) g.load(vb + kStepGroups + u * kThreadsA, v1, nxt[u]);
-      }
       int total;
-      int pos = n + block_prefix(count_admitted(g, vb, cur, thr), warp_cnt, parity, &total);
+      int pos = n + block_prefix(count_admitted(g, vb + tid, f, thr), warp_cnt, parity, &total);
 #pragma unroll
       for (int u = 0; u < kGroupsA; ++u) {
-        const int v = vb + u * kThreadsA;
+        const int v = vb + tid + u * kThreadsA;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int32_t c = g.col(v, i);
-          if (beats(cur[u][i], c, thr)) {
-            sc[pos] = cur[u][i];
+          if (beats(f[u][i], c, thr)) {
+            sc[pos] = f[u][i];
             cc[pos] = c;
             ++pos;
           }
         }
       }
       n += total;
-#pragma unroll
-      for (int u = 0; u < kGroupsA; ++u)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) cur[u][i] = nxt[u][i];
+    };
+    load_step(fa, v0);
+    if (v0 + kStepGroups < v1) load_step(fb, v0 + kStepGroups);
+    for (int vb = v0; vb < v1; vb += 2 * kStepGroups) {
+      filter_step(fa, vb);
+      if (vb + 2 * kStepGroups < v1) load_step(fa, vb + 2 * kStepGroups);
+      if (vb + kStepGroups >= v1) break;
+      filter_step(fb, vb + kStepGroups);
+      if (vb + 3 * kStepGroups < v1) load_step(fb, vb + 3 * kStepGroups);
     }
     if (n > k) {
       compact_a(sc, cc, n, k, scratch);  // ends with a barrier
@@ -293,16 +298,17 @@ size_t cand_bytes(int64_t rows, int S, int64_t k) {
 
 bool split_takes(int64_t k) { return k >= 1 && k <= kSplitMaxK; }
 
-// S minimizing (waves of kBlocksPerSmA blocks per SM) / S — the time of a bandwidth-bound wave is
-// about its slice length — ties to the larger S (more blocks stream at once).
+// S minimizing (waves of kBlocksPerSmA blocks per SM) / S — a bandwidth-bound wave takes about
+// its slice's time — ties to the smaller S (less merging, less workspace). Rows enough for a wave
+// take S = 1: many waves quantize little.
 int split_slices(int64_t rows, int sm_count) {
   const int64_t slots = static_cast<int64_t>(sm_count > 0 ? sm_count : 1) * kBlocksPerSmA;
+  if (rows >= slots) return 1;
   int best = 1;
-  double best_cost = 0.0;
-  for (int S = 1; S <= kSplitMaxSlices; ++S) {
-    const int64_t waves = (rows * S + slots - 1) / slots;
-    const double cost = static_cast<double>(waves) / S;
-    if (S == 1 || cost <= best_cost) best = S, best_cost = cost;
+  double best_cost = 1.0;
+  for (int S = 2; S <= kSplitMaxSlices; ++S) {
+    const double cost = static_cast<double>((rows * S + slots - 1) / slots) / S;
+    if (cost < best_cost) best = S, best_cost = cost;
   }
   return best;
 }
