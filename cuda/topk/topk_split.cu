@@ -17,12 +17,13 @@
 //      shrink() (topk_stream.cuh) drops entries below a key boundary that keeps ≥ k and ≤ kTargetA
 //      of them (a superset of the k best; exact compact() fallback on plateaus) and raises the
 //      threshold;
-//   2. each thread tests its 16 entries against the running threshold in float form (beats(): exact, NaN / −∞ never admitted); a warp scan and one block
-//      barrier give every admitted entry a slot of the kCapA-entry shared buffer (the order is
-//      irrelevant: every later step depends on the set only);
-//   Two register buffers alternate (the loop unrolled by two, nothing copied while loads fly):
-//   while a step is filtered the next one loads, and the one after is issued as soon as this
-//   step's entries are written — up to 2 steps (8 loads of 16 bytes per thread) in flight.
+//   2. each thread tests its 16 entries against the running threshold in float form (beats():
+//      exact, NaN / −∞ never admitted); a warp scan and one block barrier give every admitted
+//      entry a slot of the kCapA-entry shared buffer (the order is irrelevant: every later step
+//      depends on the set only). Two register buffers alternate (the loop unrolled by two, nothing
+//      copied while loads fly): while a step is filtered the next one loads, and the one after is
+//      issued as soon as this step's entries are written — up to 2 steps (8 16-byte loads per
+//      thread) in flight;
 //   3. at the end compact() keeps exactly min(k, held) — the k best of the slice: an entry dropped
 //      anywhere had k better ones in its slice — and the block writes them as (score bits, column
 //      relative to ks) to the workspace, [rows, S, k] × 8 bytes, and their count to [rows, S].
