@@ -42,6 +42,7 @@
 // Taken when 1 ≤ k ≤ kSplitMaxK; DSA_TOPK_KERNEL=split forces it (topk.cu's dispatch).
 #include <cub/block/block_radix_sort.cuh>
 
+#include <cstdlib>
 #include <string>
 
 #include "topk/topk_shared.cuh"
@@ -169,6 +170,12 @@ __global__ void __launch_bounds__(kThreadsA, kBlocksPerSmA)
   const int k = static_cast<int>(a.k);  // 1 ≤ k ≤ kSplitMaxK (split_takes)
   const int S = w.S;
   int parity = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The merge kernel may launch now (programmatic dependent launch): it waits for this grid's
+  // completion before it reads anything, and a block triggers only once resident, so the merge
+  // blocks can never hold SMs that this grid's blocks still need.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
 
   for (int64_t b = blockIdx.x; b < a.rows * S; b += gridDim.x) {
     const int64_t r = b / S;
@@ -239,6 +246,11 @@ __global__ void __launch_bounds__(kThreadsB) topk_split_merge(const __grid_const
   const int tid = threadIdx.x;
   const int k = static_cast<int>(a.k);
   const int S = w.S;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the select kernel: wait for its completion and its
+  // memory (a no-op on a plain launch).
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     int64_t ks, ke;
@@ -289,6 +301,14 @@ Status split_attributes() {
                 std::string("topk: setting the attributes of the split kernels failed: ") + cudaGetErrorString(e));
 }
 
+bool split_pdl() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSA_TOPK_SPLIT_PDL");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 size_t align256(size_t b) { return (b + 255) & ~static_cast<size_t>(255); }
 
 size_t cand_bytes(int64_t rows, int S, int64_t k) {
@@ -333,7 +353,24 @@ Status launch_split(const TopKArgs& a, int sm_count, void* workspace, size_t wor
   w.count = reinterpret_cast<int32_t*>(static_cast<char*>(workspace) + cand_bytes(a.rows, w.S, a.k));
   topk_split_select<<<cuda::grid_for(a.rows * w.S, 1), kThreadsA, kSmemA, stream>>>(a, w);
   if (Status st = cuda::launch_status("topk", "topk_split_select"); !st.ok()) return st;
-  topk_split_merge<<<cuda::grid_for(a.rows, 1), kThreadsB, kSmemB, stream>>>(a, w);
+  // The merge kernel as a programmatic dependent launch: its launch overlaps the select kernel's
+  // tail (DSA_TOPK_SPLIT_PDL=0: a plain launch).
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(cuda::grid_for(a.rows, 1));
+  cfg.blockDim = dim3(kThreadsB);
+  cfg.dynamicSmemBytes = kSmemB;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = split_pdl() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, topk_split_merge, a, w);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kCudaError, std::string("topk: launch of topk_split_merge failed: ") + cudaGetErrorName(e) +
+                                              ": " + cudaGetErrorString(e));
+  }
   return cuda::launch_status("topk", "topk_split_merge");
 }
 
