@@ -255,17 +255,23 @@ __global__ void __launch_bounds__(kThreadsB) topk_split_merge(const __grid_const
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     int64_t ks, ke;
     row_range(a, r, &ks, &ke);
+    // The S counts first (independent loads), then every candidate load of the row at once.
+    int cnt[kSplitMaxSlices];
+#pragma unroll
+    for (int s = 0; s < kSplitMaxSlices; ++s) {
+      const int c = s < S ? w.count[r * S + s] : 0;
+      cnt[s] = c < 0 ? 0 : (c > k ? k : c);
+    }
     int n = 0;
-    for (int s = 0; s < S; ++s) {
-      int cnt = w.count[r * S + s];
-      cnt = cnt < 0 ? 0 : (cnt > k ? k : cnt);
+#pragma unroll
+    for (int s = 0; s < kSplitMaxSlices; ++s) {
       const uint2* in = w.cand + (r * S + s) * k;
-      for (int i = tid; i < cnt; i += kThreadsB) {
+      for (int i = tid; i < cnt[s]; i += kThreadsB) {
         const uint2 e = in[i];
         sc[n + i] = __uint_as_float(e.x);
         cc[n + i] = static_cast<int32_t>(e.y);
       }
-      n += cnt;
+      n += cnt[s];
     }
     __syncthreads();
     if (n > k) {
