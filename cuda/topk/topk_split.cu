@@ -13,10 +13,10 @@
 // ks aligned down to 16 bytes; entries outside [ks, ke) read as NaN, invalid) in steps of
 // kStepGroups groups (kGroupsA loads per thread, group = step base + u·384 + thread: a warp's load
 // reads 512 contiguous bytes):
-//   1. if the buffer could not take a whole step (n > kTargetA = kCapA − kStepEntries; uniform),
-//      shrink() (topk_stream.cuh) drops entries below a key boundary that keeps ≥ k and ≤ kTargetA
-//      of them (a superset of the k best; exact compact() fallback on plateaus) and raises the
-//      threshold;
+//   1. if the buffer could not take a whole step (n > kRoomA = kCapA − kStepEntries; uniform),
+//      shrink() (topk_stream.cuh) drops entries below a key boundary that keeps ≥ k and
+//      ≤ k + kSlack of them (a superset of the k best; exact compact() fallback on plateaus) and
+//      raises the threshold to that boundary;
 //   2. each thread tests its 16 entries against the running threshold in float form (beats():
 //      exact, NaN / −∞ never admitted); a warp scan and one block barrier give every admitted
 //      entry a slot of the kCapA-entry shared buffer (the order is irrelevant: every later step
@@ -24,19 +24,22 @@
 //      copied while loads fly): while a step is filtered the next one loads, and the one after is
 //      issued as soon as this step's entries are written — up to 2 steps (8 16-byte loads per
 //      thread) in flight;
-//   3. at the end compact() keeps exactly min(k, held) — the k best of the slice: an entry dropped
+//   3. at the end shrink() then compact() keep exactly min(k, held) — the k best of the slice: an entry dropped
 //      anywhere had k better ones in its slice — and the block writes them as (score bits, column
 //      relative to ks) to the workspace, [rows, S, k] × 8 bytes, and their count to [rows, S].
 // Kernel B (topk_split_merge), one 1024-thread block per row: the row's S·count ≤ S·k ≤ 8192
 // candidates into shared memory; they hold the row's k best (each is in its slice's k best), and
-// every valid entry when fewer than k per slice are valid, so k_eff = min(k, held). compact() to
-// exactly k_eff, sort_and_write() (sorted: key desc, column asc; unsorted: column asc), the index
+// every valid entry when fewer than k per slice are valid, so k_eff = min(k, held). shrink() and
+// compact() to exactly k_eff, sort_and_write() (sorted: key desc, column asc; unsorted: column asc), the index
 // domain mapping (to_domain), then −1 / −∞ padding and k_eff.
 //
-// Cost at 64 × 131072 (S = 4, 256 blocks ≤ 264 slots, 6 steps of 6144 per slice): A streams 32 MiB
-// once (≈ 8–10 µs at HBM rate); per random slice of 32768, shrinks at steps 3 and 4 or so (the first
-// of ~12K entries, then ~4–6K) and one final compact of ~4–6K; B reads 64 × 64 KB from L2 and runs
-// one compact of 8192 and one 2048-entry sort per row (≈ 5–8 µs, one wave of 64 blocks).
+// Cost at 64 × 131072 (S = 4: 256 blocks ≤ 264 slots; a slice of 32768 is 5⅓ steps of 6144):
+// A streams 32 MiB once (≈ 8–10 µs at HBM rate); in a random slice the first two steps fill the
+// buffer, one shrink() of 12288 at step 3 (hidden behind the two steps of loads in flight) leaves
+// ≤ 2304 and a threshold near rank 2304 / 12288, the later steps admit ~19% (~3.8K), and the end
+// is one shrink() of ~6K plus a compact() of ≤ 2304 (≈ 1–2 µs of tail). B reads 64 × 64 KB from L2
+// and runs a shrink() of 8192, a compact() of ≤ 2304 and a sort of 2048 per row (≈ 4–6 µs, one
+// wave of 64 blocks); its launch overlaps A (programmatic dependent launch).
 //
 // Workspace: split_workspace_bytes() (256-byte aligned); run() checks it (kWorkspaceTooSmall).
 // Taken when 1 ≤ k ≤ kSplitMaxK; DSA_TOPK_KERNEL=split forces it (topk.cu's dispatch).
@@ -64,8 +67,9 @@ constexpr int kGroupsA = 4;                            // 16-byte loads per thre
 constexpr int kStepGroups = kThreadsA * kGroupsA;      // 2048 groups per step
 constexpr int kStepEntries = 4 * kStepGroups;          // 8192 entries per step
 constexpr int kCapA = 12288;                           // candidate buffer (96 KB of 8-byte entries)
-constexpr int kTargetA = kCapA - kStepEntries;         // shrink() target: a whole step fits after it
-static_assert(kTargetA >= kSplitMaxK, "shrink() needs k ≤ target");
+constexpr int kRoomA = kCapA - kStepEntries;           // shrink() when more are held: a step must fit
+constexpr int kSlack = 256;                            // shrink() keeps at most k + kSlack
+static_assert(kSplitMaxK + kSlack <= kRoomA, "after shrink() a whole step fits");
 constexpr size_t kSmemA = static_cast<size_t>(kCapA) * 8;
 
 constexpr int kThreadsB = 1024;
@@ -153,10 +157,16 @@ __device__ __forceinline__ int block_prefix(int cnt, int (*warp_cnt)[kWarpsA], i
 
 // The rare paths (kept inline: out-of-line calls spill more around the call sites).
 __device__ __forceinline__ Threshold shrink_a(float* sc, int32_t* cc, int* n, int k, Scratch& s) {
-  return topk_stream::shrink<kThreadsA>(sc, cc, n, k, kTargetA, s);
+  return topk_stream::shrink<kThreadsA>(sc, cc, n, k, k + kSlack, s);
 }
-__device__ __forceinline__ void compact_a(float* sc, int32_t* cc, int n, int k, Scratch& s) {
-  topk_stream::compact<kThreadsA>(sc, cc, n, k, s);
+
+// Keeps exactly the k best of the n > k held entries in [0, k): shrink() first (cheap 32-bit key
+// histograms, no match_any) when many more are held, then the exact compact() over the few left.
+template <int kThreads>
+__device__ __forceinline__ void keep_best(float* sc, int32_t* cc, int n, int k, Scratch& s) {
+  if (n > k + kSlack) (void)topk_stream::shrink<kThreads>(sc, cc, &n, k, k + kSlack, s);
+  if (n > k) topk_stream::compact<kThreads>(sc, cc, n, k, s);
+  __syncthreads();
 }
 
 __global__ void __launch_bounds__(kThreadsA, kBlocksPerSmA)
@@ -196,8 +206,8 @@ __global__ void __launch_bounds__(kThreadsA, kBlocksPerSmA)
       for (int u = 0; u < kGroupsA; ++u) g.load(vb + u * kThreadsA + tid, v1, f[u]);
     };
     auto filter_step = [&](const float(&f)[kGroupsA][4], int vb) {
-      // Room for a whole step first (uniform): n > kCapA − kStepEntries = kTargetA ≥ k.
-      if (n > kTargetA) thr = shrink_a(sc, cc, &n, k, scratch);
+      // Room for a whole step first (uniform; n > kRoomA > k): shrink() to ≤ k + kSlack.
+      if (n > kRoomA) thr = shrink_a(sc, cc, &n, k, scratch);
       int total;
       int pos = n + block_prefix(count_admitted(g, vb + tid, f, thr), warp_cnt, parity, &total);
 #pragma unroll
@@ -225,7 +235,7 @@ __global__ void __launch_bounds__(kThreadsA, kBlocksPerSmA)
       if (vb + 3 * kStepGroups < v1) load_step(fb, vb + 3 * kStepGroups);
     }
     if (n > k) {
-      compact_a(sc, cc, n, k, scratch);  // ends with a barrier
+      keep_best<kThreadsA>(sc, cc, n, k, scratch);
       n = k;
     } else {
       __syncthreads();  // the last step's writes
@@ -275,7 +285,7 @@ __global__ void __launch_bounds__(kThreadsB) topk_split_merge(const __grid_const
     }
     __syncthreads();
     if (n > k) {
-      topk_stream::compact<kThreadsB>(sc, cc, n, k, scratch);
+      keep_best<kThreadsB>(sc, cc, n, k, scratch);
       n = k;
     }
     const int keff = n;
