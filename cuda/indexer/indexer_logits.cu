@@ -463,8 +463,51 @@ void set_pages(Args& a, const IndexerPagedLogitsParams& p) {
   a.lens_2d = two_d;
 }
 
-// Every validated configuration runs: the tensor-core path when h_idx = 64, d_idx = 128, q and k
-// are both e4m3 or both bf16 and the rows are 16-byte aligned; the general path otherwise.
+namespace {
+
+// The tensor-core (mma.sync) path: h_idx = 64, d_idx = 128, q and k both e4m3 or both bf16, rows
+// 16-byte aligned.
+bool fast_path(const IndexerLogitsParams& p) {
+  const bool fp8 = p.q.dtype == DType::kE4M3;
+  const int64_t qe = elem_bytes(p.q.dtype), ke = elem_bytes(p.k.dtype);
+  return p.q.shape[1] == kHeads && p.q.shape[2] == kDim &&
+         (fp8 || (p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16)) && aligned16(p.q.data) &&
+         aligned16(p.k.data) && (p.q.stride[0] * qe) % 16 == 0 && (p.q.stride[1] * qe) % 16 == 0 &&
+         (p.k.stride[0] * ke) % 16 == 0;
+}
+
+}  // namespace
+
+bool wgmma_logits_applies(const IndexerLogitsParams& p) {
+  return fast_path(p) && p.q.dtype == DType::kE4M3 && p.k.dtype == DType::kE4M3 && p.q.stride[1] == kDim &&
+         p.q.stride[2] == 1 && p.k.stride[1] == 1 && indexer_wgmma_usable();
+}
+
+WgmmaLogitsArgs wgmma_logits_args(const IndexerLogitsParams& p) {
+  WgmmaLogitsArgs a{};
+  a.q = static_cast<const uint8_t*>(p.q.data);
+  a.q_s0 = p.q.stride[0];
+  a.k = static_cast<const uint8_t*>(p.k.data);
+  a.k_s0 = p.k.stride[0];
+  a.k_scale = static_cast<const float*>(p.k_scale.data);
+  a.sc_s0 = p.k_scale.stride[0];
+  a.w = static_cast<const float*>(p.weights.data);
+  a.w_s0 = p.weights.stride[0];
+  a.w_s1 = p.weights.stride[1];
+  a.ks = static_cast<const int32_t*>(p.ks.data);
+  a.ke = static_cast<const int32_t*>(p.ke.data);
+  a.ks_s0 = p.ks.stride[0];
+  a.ke_s0 = p.ke.stride[0];
+  a.out = static_cast<float*>(p.logits.data);
+  a.out_s0 = p.logits.stride[0];
+  a.rows = p.q.shape[0];
+  a.cols = p.k.shape[0];
+  a.clean = p.clean_logits;
+  return a;
+}
+
+// Every validated configuration runs: the wgmma or mma.sync tensor-core path where it applies, the
+// general path otherwise.
 Status supports(const IndexerLogitsParams&) { return Status(); }
 size_t workspace_size(const IndexerLogitsParams&) { return 0; }
 
@@ -473,33 +516,9 @@ Status run(const IndexerLogitsParams& p, void*, size_t, Stream stream) {
   if (s_q == 0 || s_kv == 0) return Status();
   const bool fp8 = p.q.dtype == DType::kE4M3;
   const int64_t qe = elem_bytes(p.q.dtype), ke = elem_bytes(p.k.dtype);
-  const bool fast = h == kHeads && d == kDim && (fp8 || (p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16)) &&
-                    aligned16(p.q.data) && aligned16(p.k.data) && (p.q.stride[0] * qe) % 16 == 0 &&
-                    (p.q.stride[1] * qe) % 16 == 0 && (p.k.stride[0] * ke) % 16 == 0;
+  const bool fast = fast_path(p);
   // sm_90a wgmma kernel (indexer_logits_wgmma.cu): FP8 with a token's heads contiguous.
-  if (fast && fp8 && p.k.dtype == DType::kE4M3 && p.q.stride[1] == kDim && p.q.stride[2] == 1 &&
-      p.k.stride[1] == 1 && indexer_wgmma_usable()) {
-    WgmmaLogitsArgs a{};
-    a.q = static_cast<const uint8_t*>(p.q.data);
-    a.q_s0 = p.q.stride[0];
-    a.k = static_cast<const uint8_t*>(p.k.data);
-    a.k_s0 = p.k.stride[0];
-    a.k_scale = static_cast<const float*>(p.k_scale.data);
-    a.sc_s0 = p.k_scale.stride[0];
-    a.w = static_cast<const float*>(p.weights.data);
-    a.w_s0 = p.weights.stride[0];
-    a.w_s1 = p.weights.stride[1];
-    a.ks = static_cast<const int32_t*>(p.ks.data);
-    a.ke = static_cast<const int32_t*>(p.ke.data);
-    a.ks_s0 = p.ks.stride[0];
-    a.ke_s0 = p.ke.stride[0];
-    a.out = static_cast<float*>(p.logits.data);
-    a.out_s0 = p.logits.stride[0];
-    a.rows = s_q;
-    a.cols = s_kv;
-    a.clean = p.clean_logits;
-    return launch_indexer_logits_wgmma(a, stream);
-  }
+  if (wgmma_logits_applies(p)) return launch_indexer_logits_wgmma(wgmma_logits_args(p), stream);
   if (fast) {
     FastArgs a{};
     a.q = static_cast<const uint8_t*>(p.q.data);

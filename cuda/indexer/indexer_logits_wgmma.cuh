@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "dsa/params.hpp"
 #include "dsa/types.hpp"
 
 namespace dsa::cuda_backend {
@@ -35,6 +36,11 @@ bool indexer_wgmma_usable();
 
 // Launches the wgmma kernel (the caller checked the shape conditions and indexer_wgmma_usable()).
 Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream);
+
+// indexer_logits.cu: whether a prefill call takes the wgmma kernel (FP8, h_idx 64, d_idx 128, a
+// token's heads contiguous, 16-byte aligned rows, indexer_wgmma_usable()), and its arguments.
+bool wgmma_logits_applies(const IndexerLogitsParams& p);
+WgmmaLogitsArgs wgmma_logits_args(const IndexerLogitsParams& p);
 
 // ---- fused indexer → top-k (the same file): the kernel above over whole rows, each score admitted
 // into a per-token candidate buffer in shared memory instead of stored (topk/topk_stream.cuh) ----

@@ -84,8 +84,6 @@ Plan make_plan(const IndexerTopKParams& p) {
   return pl;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 // DSA_INDEXER_TOPK=chunked keeps the chunked path everywhere (read once); the test hook below
 // overrides it.
 bool streaming_allowed() {
@@ -97,33 +95,20 @@ bool streaming_allowed() {
   return mode < 0 ? env_allowed : mode == 1;
 }
 
-// Whether run() takes the streaming kernel: chunk_rows = 0, the wgmma logits kernel's conditions
-// (indexer_logits.cu), k ≤ 2048 and columns that fit int32.
+// The logits half of the whole op (no logits tensor: the streaming kernel stores none).
+IndexerLogitsParams whole_logits_part(const IndexerTopKParams& p) {
+  return detail::indexer_topk_logits_part(p, 0, p.q.shape[0], TensorView{}, false);
+}
+
+// Whether run() takes the streaming kernel: chunk_rows = 0, a problem the wgmma logits kernel
+// takes (indexer_logits.cu), k ≤ 2048 and columns that fit int32.
 bool takes_streaming(const IndexerTopKParams& p) {
-  const int64_t s_kv = p.k.shape[0], k = p.indices.shape[1];
-  return streaming_allowed() && p.chunk_rows == 0 && p.q.dtype == DType::kE4M3 && p.k.dtype == DType::kE4M3 && p.q.shape[1] == 64 &&
-         p.q.shape[2] == 128 && p.q.stride[1] == 128 && p.q.stride[2] == 1 && p.k.stride[1] == 1 &&
-         aligned16(p.q.data) && aligned16(p.k.data) && p.q.stride[0] % 16 == 0 && p.k.stride[0] % 16 == 0 &&
-         k >= 1 && k <= kIndexerTopKStreamMaxK && s_kv <= INT32_MAX && indexer_topk_wgmma_usable();
+  const int64_t k = p.indices.shape[1];
+  return streaming_allowed() && p.chunk_rows == 0 && k >= 1 && k <= kIndexerTopKStreamMaxK &&
+         p.k.shape[0] <= INT32_MAX && wgmma_logits_applies(whole_logits_part(p)) && indexer_topk_wgmma_usable();
 }
 
 Status run_streaming(const IndexerTopKParams& p, Stream stream) {
-  WgmmaLogitsArgs a{};
-  a.q = static_cast<const uint8_t*>(p.q.data);
-  a.q_s0 = p.q.stride[0];
-  a.k = static_cast<const uint8_t*>(p.k.data);
-  a.k_s0 = p.k.stride[0];
-  a.k_scale = static_cast<const float*>(p.k_scale.data);
-  a.sc_s0 = p.k_scale.stride[0];
-  a.w = static_cast<const float*>(p.weights.data);
-  a.w_s0 = p.weights.stride[0];
-  a.w_s1 = p.weights.stride[1];
-  a.ks = static_cast<const int32_t*>(p.ks.data);
-  a.ke = static_cast<const int32_t*>(p.ke.data);
-  a.ks_s0 = p.ks.stride[0];
-  a.ke_s0 = p.ke.stride[0];
-  a.rows = p.q.shape[0];
-  a.cols = p.k.shape[0];
   WgmmaSelectArgs sel{};
   sel.idx = static_cast<int32_t*>(p.indices.data);
   sel.idx_s0 = p.indices.stride[0];
@@ -134,7 +119,7 @@ Status run_streaming(const IndexerTopKParams& p, Stream stream) {
   sel.k = static_cast<int32_t>(p.indices.shape[1]);
   sel.relative = p.domain == IndexDomain::kRelative;
   sel.sorted = p.sorted;
-  return launch_indexer_topk_wgmma(a, sel, stream);
+  return launch_indexer_topk_wgmma(wgmma_logits_args(whole_logits_part(p)), sel, stream);
 }
 
 }  // namespace
