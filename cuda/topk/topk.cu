@@ -714,10 +714,10 @@ Status supports(const TopKParams& p) {
 
 // Bytes of the split kernels' candidates when run() takes them, else 0 (the other kernels need none).
 size_t workspace_size(const TopKParams& p) {
-  const int64_t rows = p.scores.shape[0], k = p.indices.shape[1];
+  const int64_t rows = p.scores.shape[0], cols = p.scores.shape[1], k = p.indices.shape[1];
   cuda::DeviceInfo dev;
   if (!topk_detail::split_takes(k) || rows <= 0 || !cuda::device_info("topk", &dev).ok()) return 0;
-  return split_chosen(rows, k, dev) ? topk_detail::split_workspace_bytes(rows, k, dev.sm_count) : 0;
+  return split_chosen(rows, k, dev) ? topk_detail::split_workspace_bytes(rows, cols, k, dev.sm_count) : 0;
 }
 
 Status run(const TopKParams& p, void* workspace, size_t workspace_bytes, Stream stream) {

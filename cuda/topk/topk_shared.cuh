@@ -109,8 +109,8 @@ Status launch_stream(const TopKArgs& a, cudaStream_t stream);
 constexpr int64_t kSplitMaxK = 2048;
 constexpr int kSplitMaxSlices = 4;
 bool split_takes(int64_t k);
-int split_slices(int64_t rows, int sm_count);
-size_t split_workspace_bytes(int64_t rows, int64_t k, int sm_count);
+int split_slices(int64_t rows, int64_t cols, int64_t k, int sm_count);
+size_t split_workspace_bytes(int64_t rows, int64_t cols, int64_t k, int sm_count);
 Status launch_split(const TopKArgs& a, int sm_count, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace dsa::cuda_backend::topk_detail

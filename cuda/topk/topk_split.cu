@@ -337,34 +337,36 @@ bool split_takes(int64_t k) { return k >= 1 && k <= kSplitMaxK; }
 
 // S minimizing (waves of kBlocksPerSmA blocks per SM) / S — a bandwidth-bound wave takes about
 // its slice's time — ties to the smaller S (less merging, less workspace). Rows enough for a wave
-// take S = 1: many waves quantize little.
-int split_slices(int64_t rows, int sm_count) {
+// take S = 1 (many waves quantize little), and slices stay ≥ 4·k columns: shorter ones would pass
+// most of their entries on to the merge.
+int split_slices(int64_t rows, int64_t cols, int64_t k, int sm_count) {
   const int64_t slots = static_cast<int64_t>(sm_count > 0 ? sm_count : 1) * kBlocksPerSmA;
   if (rows >= slots) return 1;
+  const int64_t max_s = cols / (4 * (k > 0 ? k : 1));
   int best = 1;
   double best_cost = 1.0;
-  for (int S = 2; S <= kSplitMaxSlices; ++S) {
+  for (int S = 2; S <= kSplitMaxSlices && S <= max_s; ++S) {
     const double cost = static_cast<double>((rows * S + slots - 1) / slots) / S;
     if (cost < best_cost) best = S, best_cost = cost;
   }
   return best;
 }
 
-size_t split_workspace_bytes(int64_t rows, int64_t k, int sm_count) {
+size_t split_workspace_bytes(int64_t rows, int64_t cols, int64_t k, int sm_count) {
   if (rows <= 0 || !split_takes(k)) return 0;
-  const int S = split_slices(rows, sm_count);
+  const int S = split_slices(rows, cols, k, sm_count);
   return cand_bytes(rows, S, k) + align256(static_cast<size_t>(rows) * S * sizeof(int32_t));
 }
 
 Status launch_split(const TopKArgs& a, int sm_count, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  const size_t need = split_workspace_bytes(a.rows, a.k, sm_count);
+  const size_t need = split_workspace_bytes(a.rows, a.cols, a.k, sm_count);
   if (workspace_bytes < need || (need > 0 && workspace == nullptr))
     return Status(StatusCode::kWorkspaceTooSmall,
                   "topk: the split kernel needs a workspace of " + std::to_string(need) + " bytes (workspace_size()); got " +
                       std::to_string(workspace == nullptr ? 0 : workspace_bytes));
   if (Status st = split_attributes(); !st.ok()) return st;
   SplitWs w{};
-  w.S = split_slices(a.rows, sm_count);
+  w.S = split_slices(a.rows, a.cols, a.k, sm_count);
   w.cand = static_cast<uint2*>(workspace);
   w.count = reinterpret_cast<int32_t*>(static_cast<char*>(workspace) + cand_bytes(a.rows, w.S, a.k));
   topk_split_select<<<cuda::grid_for(a.rows * w.S, 1), kThreadsA, kSmemA, stream>>>(a, w);
