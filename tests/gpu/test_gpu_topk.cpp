@@ -549,6 +549,19 @@ TEST_CASE("gpu topk: split-kernel edge cases (empty slices, ranges shorter than 
   check_case(d);
   d.sorted = false;
   check_case(d);
+
+  // A kernel that needs a workspace (the split kernels) refuses one byte too few, running nothing.
+  Mirror sc(4 * 40000 * 4), ix(4 * 2048 * 4);
+  TopKParams p;
+  p.scores = sc.view(true, DType::kF32, {4, 40000});
+  p.indices = ix.view(true, DType::kI32, {4, 2048});
+  const size_t need = workspace_size(p);
+  if (need > 0) {
+    DevWorkspace ws(need);
+    const Status s = run(p, ws.ptr, need - 1);
+    INFO(s.message());
+    CHECK(s.code() == StatusCode::kWorkspaceTooSmall);
+  }
 }
 
 TEST_CASE("gpu topk: captured in a CUDA graph on a user stream, replays bitwise", "[gpu][topk][graph]") {
