@@ -6,8 +6,8 @@
 // below every valid key (the smallest, −FLT_MAX, maps to 0x00800000). The output order is
 // (key descending, column ascending); +∞ ranks highest.
 //
-// Five kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|cluster|
-// stream|split forces one):
+// Four kernels, the same bits (each runs the whole GPU suite; DSA_TOPK_KERNEL=row|filter|cluster|
+// stream forces one):
 //   - filter (below): sorted k ≤ 2048 or unsorted, from a quarter of the SMs' worth of rows up: the
 //     row streamed twice by one block, the candidates of the k-th bin of an 11-bit histogram kept
 //     in shared memory;
@@ -16,11 +16,11 @@
 //   - row (this file): sorted k > 2048, and the filter kernel's per-row fallback when the
 //     candidates do not fit (huge plateaus): multi-pass, exact for any input.
 //   - stream (topk_stream.cu): 1 ≤ k ≤ 2048, each row read once, a running top k in shared memory;
-//     only when forced (DSA_TOPK_KERNEL=stream) until measured.
-//   - split (topk_split.cu): 1 ≤ k ≤ 2048, few rows (decode): each row cut into ≤ 4 slices, one
-//     block per slice reads it once and keeps its k best in the workspace (workspace_size() > 0
-//     only when it is taken), a second kernel merges per row; only when forced
-//     (DSA_TOPK_KERNEL=split) until measured.
+//     only when forced (DSA_TOPK_KERNEL=stream): measured slower than filter except at 4096 × 128K
+//     sorted (docs/performance.md).
+// (A split kernel for decode — each row in ≤ 4 slices read once by separate blocks, then a merge
+// kernel — was exact but slower than filter everywhere on the H200, 112 vs 80 µs at 64 × 128K;
+// removed, last in commit c81d539.)
 //
 // This file's algorithm, one 512-thread block per row, for any k:
 //   1. count the valid entries of [ks, ke): k_eff = min(k, |V|), and build the first radix pass's
@@ -669,9 +669,9 @@ Status filter_attributes() {
                 std::string("topk: setting the attributes of topk_filter_kernel failed: ") + cudaGetErrorString(e));
 }
 
-// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster|stream|split forces one where it applies (a
-// tuning knob).
-enum class Kernel { kAuto, kRow, kFilter, kCluster, kStream, kSplit };
+// Which kernel: DSA_TOPK_KERNEL=row|filter|cluster|stream forces one where it applies (a tuning
+// knob).
+enum class Kernel { kAuto, kRow, kFilter, kCluster, kStream };
 Kernel forced_kernel() {
   static const Kernel k = [] {
     const char* e = std::getenv("DSA_TOPK_KERNEL");
@@ -681,19 +681,9 @@ Kernel forced_kernel() {
            : v == "filter"  ? Kernel::kFilter
            : v == "cluster" ? Kernel::kCluster
            : v == "stream"  ? Kernel::kStream
-           : v == "split"   ? Kernel::kSplit
                             : Kernel::kAuto;
   }();
   return k;
-}
-
-// Whether run() takes the split kernels (topk_split.cu; they need a workspace, so workspace_size()
-// asks the same question). Forced only until measured; the automatic rule goes on the marked line.
-bool split_chosen(int64_t rows, int64_t k, const cuda::DeviceInfo& dev) {
-  if (rows <= 0 || !topk_detail::split_takes(k)) return false;
-  (void)dev;  // the automatic rule will want dev.sm_count
-  const Kernel forced = forced_kernel();
-  return forced == Kernel::kSplit || (forced == Kernel::kAuto && false /* automatic rule here */);
 }
 
 }  // namespace
@@ -712,15 +702,9 @@ Status supports(const TopKParams& p) {
   return Status();
 }
 
-// Bytes of the split kernels' candidates when run() takes them, else 0 (the other kernels need none).
-size_t workspace_size(const TopKParams& p) {
-  const int64_t rows = p.scores.shape[0], cols = p.scores.shape[1], k = p.indices.shape[1];
-  cuda::DeviceInfo dev;
-  if (!topk_detail::split_takes(k) || rows <= 0 || !cuda::device_info("topk", &dev).ok()) return 0;
-  return split_chosen(rows, k, dev) ? topk_detail::split_workspace_bytes(rows, cols, k, dev.sm_count) : 0;
-}
+size_t workspace_size(const TopKParams&) { return 0; }
 
-Status run(const TopKParams& p, void* workspace, size_t workspace_bytes, Stream stream) {
+Status run(const TopKParams& p, void*, size_t, Stream stream) {
   Status s = cuda_backend::supports(p);
   if (!s.ok()) return s;
   TopKArgs a{};
@@ -764,7 +748,6 @@ Status run(const TopKParams& p, void* workspace, size_t workspace_bytes, Stream 
   // the cluster kernel (each row spread over a cluster); the row kernel for sorted k > 2048.
   // Measured on the H200 (docs/performance.md). DSA_TOPK_KERNEL forces one where it applies.
   const Kernel forced = forced_kernel();
-  if (split_chosen(a.rows, a.k, dev)) return topk_detail::launch_split(a, dev.sm_count, workspace, workspace_bytes, stream);
   // The stream kernel (topk_stream.cu, each row read once): forced only, for now.
   if (forced == Kernel::kStream && topk_detail::stream_takes(a)) return topk_detail::launch_stream(a, stream);
   const bool filter_ok = !a.sorted || a.k <= kTile;

@@ -102,15 +102,4 @@ constexpr int64_t kStreamMaxK = 2048;
 bool stream_takes(const TopKArgs& a);
 Status launch_stream(const TopKArgs& a, cudaStream_t stream);
 
-// The split kernels (topk_split.cu), for few rows (decode): each row cut into S ≤ kSplitMaxSlices
-// slices, one block per slice reads it once and keeps its k best in the workspace, then one block
-// per row merges, sorts and writes. Take 1 ≤ k ≤ kSplitMaxK (split_takes()); S = split_slices();
-// launch_split() answers kWorkspaceTooSmall below split_workspace_bytes().
-constexpr int64_t kSplitMaxK = 2048;
-constexpr int kSplitMaxSlices = 4;
-bool split_takes(int64_t k);
-int split_slices(int64_t rows, int64_t cols, int64_t k, int sm_count);
-size_t split_workspace_bytes(int64_t rows, int64_t cols, int64_t k, int sm_count);
-Status launch_split(const TopKArgs& a, int sm_count, void* workspace, size_t workspace_bytes, cudaStream_t stream);
-
 }  // namespace dsa::cuda_backend::topk_detail

@@ -71,8 +71,8 @@ void oracle(const TopKCase& c, std::vector<int32_t>* idx, std::vector<float>* sc
   }
 }
 
-// A device workspace of workspace_size(p) bytes (the split kernels, DSA_TOPK_KERNEL=split, need
-// one; the other kernels report 0). cudaMalloc'd memory is 256-byte aligned.
+// A device workspace of workspace_size(p) bytes (0 for every top-k kernel today; the tests ask
+// anyway, as a caller must). cudaMalloc'd memory is 256-byte aligned.
 struct DevWorkspace {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -465,12 +465,12 @@ TEST_CASE("gpu topk: 128K rows that stress a running threshold (ascending, plate
   check_case(c);
 }
 
-TEST_CASE("gpu topk: split-kernel edge cases (empty slices, ranges shorter than the slices, plateaus across slices)", "[gpu][topk]") {
-  // The split kernels (DSA_TOPK_KERNEL=split) cut each row into up to 4 slices that keep their own
-  // k best: rows with fewer than k valid entries, valid entries in one slice only, ranges of 0–3
-  // columns (fewer than the slices), plateaus of equal keys spread over every slice (ties by
-  // column across slices), every entry admitted (ascending), +inf beyond k; k = 1 and 2048, both
-  // orders, the relative and paged-slot domains. The other kernels see the same rows.
+TEST_CASE("gpu topk: edge cases (valid entries in one part of the row, tiny ranges, plateaus across the row)", "[gpu][topk]") {
+  // Written for a split kernel (rows cut into slices keeping their own k best; removed, see
+  // topk.cu) and kept for every kernel: rows with fewer than k valid entries, valid entries in one
+  // quarter of the row only, ranges of 0–3 columns, plateaus of equal keys spread over the whole
+  // row (ties by column), every entry admitted (ascending), +inf beyond k; k = 1 and 2048, both
+  // orders, the relative and paged-slot domains.
   test::Rng rng(0xB00D);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   TopKCase c = base("split-edges", 40, 40000, 2048, 3);
@@ -550,7 +550,7 @@ TEST_CASE("gpu topk: split-kernel edge cases (empty slices, ranges shorter than 
   d.sorted = false;
   check_case(d);
 
-  // A kernel that needs a workspace (the split kernels) refuses one byte too few, running nothing.
+  // A kernel that needs a workspace would refuse one byte too few, running nothing (none does now).
   Mirror sc(4 * 40000 * 4), ix(4 * 2048 * 4);
   TopKParams p;
   p.scores = sc.view(true, DType::kF32, {4, 40000});
