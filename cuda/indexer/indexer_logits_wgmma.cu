@@ -462,16 +462,16 @@ __device__ __forceinline__ void logits_wgmma_body(const WgmmaLogitsArgs& a, cons
         // one raises `request` and makes the other group's next issue wait pass without issuing
         // (a stand-in arrival); the other group sees the request there and joins. After the
         // round the requester issues its tile and arrives as usual; the joiner waits again.
-        if (j > 0 && *reinterpret_cast<const volatile int*>(&ss->request)) {
-          compaction_round();
-          named_barrier(3 + wg, 256);
-          want = false;
-        }
-        if (want && j + 1 < ntiles) {
+        // One call site for both roles: the round's block barriers are .aligned (every thread of
+        // the block must execute the same barrier instructions).
+        const bool join = j > 0 && *reinterpret_cast<const volatile int*>(&ss->request);
+        const bool ask = !join && want && j + 1 < ntiles;
+        if (ask) {
           if (wtid == 0) ss->request = 1;
           named_arrive(3 + (wg ^ 1), 256);
-          compaction_round();
         }
+        if (join || ask) compaction_round();
+        if (join) named_barrier(3 + wg, 256);
       }
       wgmma_fence();
       wgmma_n256<0>(acc, desc_a, desc_b);
