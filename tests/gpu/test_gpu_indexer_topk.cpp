@@ -811,13 +811,18 @@ TEST_CASE("gpu indexer_topk: adversarial score orders and ties (streaming path)"
   for (const Case& c : cases) check_case(c, rng);
 }
 
-// A small streaming case for compute-sanitizer (scripts/device_run.sh runs memcheck and racecheck on
-// it): 9 tokens (three CTAs, the last one partly past s_q) over 12000 keys with k = 64, so each
-// buffer goes through several compaction rounds, the final shrink or exact compaction and the sort.
+// A small case for compute-sanitizer (scripts/device_run.sh runs memcheck, racecheck and synccheck
+// on it): 9 tokens (three CTAs, the last one partly past s_q) over 12000 keys with k = 64, so each
+// streaming buffer goes through several compaction rounds, the final shrink or exact compaction and
+// the sort; then the same on the chunked path (the wgmma logits kernel v2 and the filter top-k),
+// which separates the streaming kernel's own reports from the logits kernel's barrier pattern.
 TEST_CASE("gpu indexer_topk: small streaming case (sanitizer target)", "[gpu][indexer_topk][sanitize]") {
   test::Rng rng(0x1d70a3);
+  const int32_t chunk = GENERATE(0, 64);
+  CAPTURE(chunk);
   for (const bool sorted : {true, false}) {
     Case c;
+    c.chunk_rows = chunk;
     c.name = sorted ? "sanitize sorted" : "sanitize unsorted";
     c.s_q = 9;
     c.s_kv = 12000;
