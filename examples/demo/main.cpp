@@ -414,6 +414,15 @@ dsa::SparseMlaFwdParams sparse_params(const Options& o, const Problem& p, void* 
 
 // ---- CUDA helpers --------------------------------------------------------------------------------
 
+// Elements that differ bit for bit.
+template <class T>
+int64_t count_diff(const std::vector<T>& a, const std::vector<T>& b) {
+  int64_t n = 0;
+  const size_t m = std::min(a.size(), b.size());
+  for (size_t i = 0; i < m; ++i) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
+  return n + static_cast<int64_t>(std::max(a.size(), b.size()) - m);
+}
+
 #if defined(DSA_WITH_CUDA)
 struct DevBuf {
   void* p = nullptr;
@@ -472,13 +481,6 @@ bool cuda_call(Row& r, const std::function<dsa::Status()>& call, double* secs) {
   return true;
 }
 
-template <class T>
-int64_t count_diff(const std::vector<T>& a, const std::vector<T>& b) {
-  int64_t n = 0;
-  const size_t m = std::min(a.size(), b.size());
-  for (size_t i = 0; i < m; ++i) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
-  return n + static_cast<int64_t>(std::max(a.size(), b.size()) - m);
-}
 
 void cuda_bitexact(Row& r, double secs, int64_t diffs, int64_t total, const char* what) {
   if (diffs == 0) {
