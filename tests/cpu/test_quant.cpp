@@ -102,9 +102,13 @@ TEST_CASE("quantize and dequantize vs a float64 re-implementation of SPEC §4.4"
               if (got != want[i] && ++bad_codes < 5)
                 FAIL_CHECK("code row " << r << " col " << b * 128 + i << ": 0x" << std::hex << int(got) << " vs 0x"
                                        << int(want[i]));
-              // Quantization error: half an e4m3 ulp (relative 2^-4, absolute 2^-10·s for subnormals).
+              // Quantization error: half an e4m3 ulp (relative 2^-4, absolute 2^-10·s for subnormals)
+              // of the fp32 quotient f32(x/s) that SPEC §4.4 rounds, plus that fp32 rounding itself
+              // (≤ 2^-24·|x|): a quotient just below an e4m3 tie can round onto the tie in fp32 and
+              // then away from x (seed 488101503: x = 2.71875, s = 397.714, error 2^-10·s + 2e-7).
               const double back = oracle::e4m3_value(got) * sc;
-              if (std::fabs(back - xs[i]) > std::max(std::fabs(xs[i]) * 0.0625, sc * std::ldexp(1.0, -10)))
+              if (std::fabs(back - xs[i]) >
+                  std::max(std::fabs(xs[i]) * 0.0625, sc * std::ldexp(1.0, -10)) + std::fabs(xs[i]) * std::ldexp(1.0, -24))
                 ++bad_error;
             }
           }
