@@ -932,8 +932,15 @@ TEST_CASE("indexer_bwd: the transforms-only form equals the G form", "[indexer_b
       IndexerBwdParams p = post_params(P, g);
       p.hadamard = !p.hadamard;
       run_ok(p, Accum::kF64);
-      CHECK(rel_inf(P.out(0), gq) > 1e-3);
-      CHECK(rel_inf(P.out(1), gk) > 1e-3);
+      // Only a non-zero gradient can change (fresh random data now and then leaves every ReLU
+      // inactive: seed 979998331 gave dq = dk = 0 at s_q 5, s_kv 9).
+      auto nonzero = [](const std::vector<double>& v) {
+        for (double x : v)
+          if (x != 0.0) return true;
+        return false;
+      };
+      if (nonzero(gq)) CHECK(rel_inf(P.out(0), gq) > 1e-3);
+      if (nonzero(gk)) CHECK(rel_inf(P.out(1), gk) > 1e-3);
       CHECK(rel_inf(P.out(2), gw) <= bound);  // the fold does not depend on it
     }
   }
