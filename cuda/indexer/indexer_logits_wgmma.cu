@@ -685,8 +685,7 @@ Status launch_indexer_logits_wgmma(WgmmaLogitsArgs a, Stream stream) {
   return cuda::launch_status("indexer_logits", "logits_wgmma_kernel");
 }
 
-bool indexer_topk_wgmma_usable() {
-  if (!indexer_wgmma_usable()) return false;
+bool indexer_topk_wgmma_fits() {
   cuda::DeviceInfo info;
   return cuda::device_info("indexer_topk", &info).ok() && info.max_smem_optin >= kSelSmemBytes;
 }

@@ -61,8 +61,9 @@ struct WgmmaSelectArgs {
 // The largest k the streaming kernel takes (its final sort holds 256 × 8 entries).
 constexpr int64_t kIndexerTopKStreamMaxK = 2048;
 
-// indexer_wgmma_usable() and room for the kernel's shared memory.
-bool indexer_topk_wgmma_usable();
+// Room for the kernel's shared memory on the current device (the rest of the question is
+// wgmma_logits_applies(), which the caller asks too).
+bool indexer_topk_wgmma_fits();
 
 // Launches it: WgmmaLogitsArgs as for the logits kernel (out, clean and the work split are set
 // here), 1 ≤ k ≤ kIndexerTopKStreamMaxK, s_kv < 2^31.

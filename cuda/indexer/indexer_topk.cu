@@ -105,7 +105,7 @@ IndexerLogitsParams whole_logits_part(const IndexerTopKParams& p) {
 bool takes_streaming(const IndexerTopKParams& p) {
   const int64_t k = p.indices.shape[1];
   return streaming_allowed() && p.chunk_rows == 0 && k >= 1 && k <= kIndexerTopKStreamMaxK &&
-         p.k.shape[0] <= INT32_MAX && wgmma_logits_applies(whole_logits_part(p)) && indexer_topk_wgmma_usable();
+         p.k.shape[0] <= INT32_MAX && wgmma_logits_applies(whole_logits_part(p)) && indexer_topk_wgmma_fits();
 }
 
 Status run_streaming(const IndexerTopKParams& p, Stream stream) {

@@ -58,6 +58,7 @@ namespace dsa::cuda_backend {
 
 namespace {
 
+using topk_detail::hist_add;
 using topk_detail::row_range;
 using topk_detail::score_key;
 using topk_detail::sort_end_bit;
@@ -89,13 +90,6 @@ struct Smem {
   uint32_t sel_prefix;
   int sel_need;
 };
-
-// Adds 1 to hist[bin] for every lane with `add`, one shared atomic per distinct bin of the warp
-// (plateaus put whole warps into one bin).
-__device__ __forceinline__ void hist_add(int* hist, int bin, bool add) {
-  const unsigned peers = __match_any_sync(__activemask(), add ? bin : -1);
-  if (add && __ffs(peers) - 1 == static_cast<int>(threadIdx.x & 31)) atomicAdd(&hist[bin], __popc(peers));
-}
 
 // The cut of rank R (1 ≤ R ≤ |V|): T = the R-th largest key, m = how many entries equal to T are in
 // the top R. Every thread returns the same values.

@@ -39,6 +39,13 @@ __device__ __forceinline__ uint32_t score_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Adds 1 to hist[bin] for every lane with `add`, one shared atomic per distinct bin of the warp
+// (plateaus put whole warps into one bin).
+__device__ __forceinline__ void hist_add(int* hist, int bin, bool add) {
+  const unsigned peers = __match_any_sync(__activemask(), add ? bin : -1);
+  if (add && __ffs(peers) - 1 == static_cast<int>(threadIdx.x & 31)) atomicAdd(&hist[bin], __popc(peers));
+}
+
 // The row's key range [ks, ke), clamped to [0, cols] with ke ≥ ks: bad values cannot be reported
 // without a host synchronization, so the kernels stay in bounds instead (cuda/README.md).
 __device__ __forceinline__ void row_range(const TopKArgs& a, int64_t r, int64_t* ks_out, int64_t* ke_out) {

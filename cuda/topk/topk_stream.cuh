@@ -22,6 +22,7 @@
 
 namespace dsa::cuda_backend::topk_stream {
 
+using topk_detail::hist_add;
 using topk_detail::score_key;
 
 // Rank of (key, column) in the output order: key above, ~column below (column ≥ 0).
@@ -153,12 +154,6 @@ __device__ int keep_if(float* sc, int32_t* col, int n, Scratch& s, Keep&& keep_r
   return written;
 }
 
-// Warp-aggregated histogram add: one shared atomic per distinct bin of the warp (plateaus put whole
-// warps into one bin).
-__device__ __forceinline__ void hist_add(int* hist, int bin, bool add) {
-  const unsigned peers = __match_any_sync(__activemask(), add ? bin : -1);
-  if (add && __ffs(peers) - 1 == static_cast<int>(threadIdx.x & 31)) atomicAdd(&hist[bin], __popc(peers));
-}
 
 // Keeps the k best of the n entries (score bits sc[i], column col[i]) in sc/col[0, k), in their
 // buffer order, and returns the rank of the worst one kept. Needs 0 < k < n and every entry valid;
